@@ -1,0 +1,174 @@
+use crate::source::generator::GeneratorConfig;
+use crate::stage::Limits;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// A pipeline file. Every struct refuses unknown keys, so a typo is an error, not a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Names the pipeline's commits and state in the lake.
+    pub name: String,
+    pub source: SourceConfig,
+    /// Records per batch: the unit of work of every stage and sink.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    #[serde(default)]
+    pub schemas: SchemasConfig,
+    /// The epoch-milliseconds column that `date` and `hour` partitions derive from.
+    #[serde(default = "default_event_time")]
+    pub event_time: String,
+    pub lake: LakeConfig,
+    /// Writes decoded source records, as raw as possible, to the `bronze` layer.
+    #[serde(default)]
+    pub bronze: Option<LayerConfig>,
+    #[serde(default)]
+    pub stages: Vec<StageConfig>,
+}
+
+fn default_batch_rows() -> usize {
+    8192
+}
+
+fn default_event_time() -> String {
+    "ts".to_string()
+}
+
+/// Exactly one kind of source. (A struct of options rather than an enum: YAML users write
+/// `source: {generator: …}`, which serde_norway would otherwise expect as a `!generator` tag.)
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The built-in EventSim-compatible generator.
+    #[serde(default)]
+    pub generator: Option<GeneratorConfig>,
+    /// JSON lines files.
+    #[serde(default)]
+    pub files: Option<FilesConfig>,
+}
+
+pub enum SourceKind<'a> {
+    Generator(&'a GeneratorConfig),
+    Files(&'a FilesConfig),
+}
+
+impl SourceConfig {
+    /// The configured source; `None` unless exactly one is given (validation reports that).
+    pub fn kind(&self) -> Option<SourceKind<'_>> {
+        match (&self.generator, &self.files) {
+            (Some(generator), None) => Some(SourceKind::Generator(generator)),
+            (None, Some(files)) => Some(SourceKind::Files(files)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Glob patterns, relative to the working directory; read in sorted order.
+    pub paths: Vec<String>,
+    /// The topic of every record; by default the file name without extension.
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+/// Declared schemas per topic: a built-in set and/or explicit fields.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemasConfig {
+    #[serde(default = "default_builtin")]
+    pub builtin: Option<String>,
+    #[serde(default)]
+    pub topics: std::collections::BTreeMap<String, Vec<FieldConfig>>,
+}
+
+fn default_builtin() -> Option<String> {
+    Some("eventsim".to_string())
+}
+
+impl Default for SchemasConfig {
+    fn default() -> Self {
+        SchemasConfig {
+            builtin: default_builtin(),
+            topics: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldConfig {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: FieldType,
+    #[serde(default = "yes")]
+    pub nullable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    String,
+    Int32,
+    Int64,
+    Float64,
+    Boolean,
+    /// Epoch milliseconds, stored as a UTC timestamp.
+    TimestampMs,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// `file:///abs/path` or `file://./relative/path` (relative to the working directory).
+    pub uri: String,
+    /// Source records per commit: files are closed, renamed into place and the source
+    /// position recorded every this many records (and at the end of input).
+    #[serde(default = "default_commit_rows")]
+    pub commit_rows: u64,
+    /// zstd level of the Parquet files.
+    #[serde(default = "default_zstd_level")]
+    pub zstd_level: i32,
+}
+
+fn default_commit_rows() -> u64 {
+    1_000_000
+}
+
+fn default_zstd_level() -> i32 {
+    3
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerConfig {
+    /// Hive partition keys: `date` and `hour` (from the event time) or column names.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    pub name: String,
+    /// The plugin's `.wasm` component, relative to the pipeline file.
+    pub plugin: PathBuf,
+    /// Passed to the plugin's `init` as JSON.
+    #[serde(default)]
+    pub config: serde_json::Value,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Topics this stage applies to; others pass through unchanged. Default: all.
+    #[serde(default)]
+    pub topics: Option<Vec<String>>,
+    /// Writes the stage's `out` to this lake layer (e.g. `silver`).
+    #[serde(default)]
+    pub layer: Option<String>,
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+}

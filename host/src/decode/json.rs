@@ -1,0 +1,146 @@
+//! JSON lines → Arrow with the declared schema. The whole batch is decoded in one pass; only
+//! when that fails is it decoded line by line to separate the bad records.
+use super::schema::Schemas;
+use super::{DeadLetter, OFFSET_COLUMN, ORIGIN_COLUMN};
+use crate::source::RawBatch;
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow_json_reader::ReaderBuilder;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::json as arrow_json_reader;
+
+/// A decoded batch (declared columns plus `_origin` and `_offset`) and the records that did
+/// not decode.
+#[derive(Debug)]
+pub struct Decoded {
+    pub batch: Option<RecordBatch>,
+    pub dead: Vec<DeadLetter>,
+}
+
+pub struct JsonDecoder {
+    schemas: Schemas,
+    /// Declared schema plus metadata columns, per topic.
+    output: HashMap<String, SchemaRef>,
+}
+
+impl JsonDecoder {
+    pub fn new(schemas: Schemas) -> Self {
+        let output = schemas
+            .topics()
+            .map(|topic| {
+                let declared = schemas.get(topic).expect("listed topic");
+                let mut fields: Vec<Arc<Field>> = declared.fields().iter().cloned().collect();
+                fields.push(Arc::new(Field::new(ORIGIN_COLUMN, DataType::Utf8, false)));
+                fields.push(Arc::new(Field::new(OFFSET_COLUMN, DataType::Int64, false)));
+                (topic.to_string(), Arc::new(Schema::new(fields)))
+            })
+            .collect();
+        JsonDecoder { schemas, output }
+    }
+
+    /// The schema of decoded batches of `topic`.
+    pub fn output_schema(&self, topic: &str) -> Option<&SchemaRef> {
+        self.output.get(topic)
+    }
+
+    pub fn decode(&self, raw: &RawBatch) -> Decoded {
+        let dead_letter = |i: usize, reason: String| DeadLetter {
+            topic: raw.topic.clone(),
+            stage: "decode".into(),
+            plugin: None,
+            reason,
+            origin: raw.origin.clone(),
+            offset: Some(raw.offsets[i]),
+            raw: String::from_utf8_lossy(raw.record(i)).into_owned(),
+        };
+        let Some(schema) = self.schemas.get(&raw.topic) else {
+            let reason = format!("no schema is declared for topic `{}`", raw.topic);
+            return Decoded {
+                batch: None,
+                dead: (0..raw.len())
+                    .map(|i| dead_letter(i, reason.clone()))
+                    .collect(),
+            };
+        };
+        if raw.is_empty() {
+            return Decoded {
+                batch: None,
+                dead: vec![],
+            };
+        }
+        if let Ok(batch) = decode_lines(schema, &raw.data, raw.len())
+            && batch.num_rows() == raw.len()
+        {
+            let batch = self.with_metadata(&raw.topic, batch, &raw.origin, raw.offsets.clone());
+            return Decoded {
+                batch: Some(batch),
+                dead: vec![],
+            };
+        }
+        // Slow path: find the records that do not decode, then decode the others together.
+        let mut good = Vec::with_capacity(raw.data.len());
+        let mut good_offsets = Vec::with_capacity(raw.len());
+        let mut dead = Vec::new();
+        for i in 0..raw.len() {
+            let record = raw.record(i);
+            match decode_lines(schema, record, 1) {
+                Ok(batch) if batch.num_rows() == 1 => {
+                    good.extend_from_slice(record);
+                    good.push(b'\n');
+                    good_offsets.push(raw.offsets[i]);
+                }
+                Ok(batch) => dead.push(dead_letter(
+                    i,
+                    format!("expected one JSON object, found {}", batch.num_rows()),
+                )),
+                Err(e) => dead.push(dead_letter(i, e.to_string())),
+            }
+        }
+        let batch = if good_offsets.is_empty() {
+            None
+        } else {
+            match decode_lines(schema, &good, good_offsets.len()) {
+                Ok(batch) => Some(self.with_metadata(&raw.topic, batch, &raw.origin, good_offsets)),
+                Err(e) => unreachable!("records that decode alone decode together: {e}"),
+            }
+        };
+        Decoded { batch, dead }
+    }
+
+    fn with_metadata(
+        &self,
+        topic: &str,
+        batch: RecordBatch,
+        origin: &str,
+        offsets: Vec<i64>,
+    ) -> RecordBatch {
+        let rows = batch.num_rows();
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns.push(Arc::new(StringArray::from_iter_values(
+            std::iter::repeat_n(origin, rows),
+        )));
+        columns.push(Arc::new(Int64Array::from(offsets)));
+        RecordBatch::try_new(self.output[topic].clone(), columns)
+            .expect("metadata columns match the output schema")
+    }
+}
+
+fn decode_lines(schema: &SchemaRef, data: &[u8], rows: usize) -> Result<RecordBatch, ArrowError> {
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_batch_size(rows + 1)
+        .build_decoder()?;
+    let mut rest = data;
+    while !rest.is_empty() {
+        let read = decoder.decode(rest)?;
+        if read == 0 {
+            break;
+        }
+        rest = &rest[read..];
+    }
+    Ok(decoder
+        .flush()?
+        .unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
+}

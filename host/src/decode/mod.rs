@@ -1,0 +1,26 @@
+//! Decoding raw source records into Arrow batches with a declared schema per topic.
+//! A record that does not decode becomes a dead letter (raw bytes, reason, origin); it is
+//! never dropped.
+pub mod json;
+pub mod schema;
+
+pub use json::{Decoded, JsonDecoder};
+
+/// A record that did not make it into a layer, with why and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub topic: String,
+    /// `decode` or the name of the stage that rejected it.
+    pub stage: String,
+    /// `name@version` of the plugin, when a plugin rejected it.
+    pub plugin: Option<String>,
+    pub reason: String,
+    pub origin: String,
+    pub offset: Option<i64>,
+    /// The raw record (decode) or the row as JSON (stage).
+    pub raw: String,
+}
+
+/// Metadata columns the host appends to every decoded batch.
+pub const ORIGIN_COLUMN: &str = "_origin";
+pub const OFFSET_COLUMN: &str = "_offset";

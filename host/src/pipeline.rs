@@ -1,0 +1,452 @@
+//! Wires a validated pipeline together and runs it:
+//! source → decode → bronze → stages (each may write a layer) → commit.
+use crate::config::{LoadedPipeline, SourceKind, StageConfig};
+use crate::decode::{DeadLetter, JsonDecoder};
+use crate::sink::dead_letter;
+use crate::sink::lake::{CommitRecord, LakeError, LakeUri, LakeWriter, Partitioning};
+use crate::source::files::FileSource;
+use crate::source::generator::GeneratorSource;
+use crate::source::{RawBatch, Source, SourceError};
+use crate::stage::{PluginModule, RuntimeError, StageError, WasmStage};
+use arrow::record_batch::RecordBatch;
+use sluice_sdk::{OUT, REJECTS};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(transparent)]
+    Plugin(#[from] RuntimeError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("cannot start the I/O runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("stage `{stage}`: cannot restore its checkpointed state: {reason}")]
+    Restore { stage: String, reason: String },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Print a progress line to stderr while running.
+    pub progress: bool,
+}
+
+/// What a run did, and the running totals of the pipeline since its first run.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub pipeline: String,
+    /// Source records this run consumed.
+    pub records: u64,
+    pub elapsed: Duration,
+    /// Rows written this run per layer (`bronze`, `silver`, …).
+    pub layers: BTreeMap<String, u64>,
+    /// Dead letters this run per `stage: reason`.
+    pub rejects: BTreeMap<String, u64>,
+    /// Source records committed before this run started (0 for a fresh lake).
+    pub resumed_at: u64,
+    pub commits: u64,
+    pub totals: BTreeMap<String, u64>,
+}
+
+impl RunSummary {
+    pub fn events_per_second(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+struct Stage {
+    config: StageConfig,
+    runtime: WasmStage,
+    partitioning: Partitioning,
+}
+
+struct Run<'a> {
+    io: tokio::runtime::Runtime,
+    loaded: &'a LoadedPipeline,
+    lake: LakeWriter,
+    stages: Vec<Stage>,
+    decoder: JsonDecoder,
+    bronze: Option<Partitioning>,
+    dead: Vec<DeadLetter>,
+    /// Totals of the last commit before this run; a commit records these plus this run's.
+    base_totals: BTreeMap<String, u64>,
+    summary: RunSummary,
+}
+
+/// Runs a pipeline on the calling thread until its source is exhausted.
+///
+/// The work (decoding, plugins, Parquet encoding) is synchronous and CPU-bound; only lake I/O
+/// is async, driven by a small runtime of its own. Plugins must not run on a tokio worker:
+/// WASI's synchronous bindings block on their own futures.
+pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, PipelineError> {
+    let config = &loaded.config;
+    let started = Instant::now();
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(PipelineError::Runtime)?;
+    let lake = LakeWriter::new(&LakeUri::parse(&config.lake.uri)?, config.lake.zstd_level)?;
+    let last = io.block_on(lake.recover(&config.name))?;
+
+    let mut stages = Vec::new();
+    for (stage, path) in config.stages.iter().zip(&loaded.plugin_paths) {
+        let module = PluginModule::load(path)?;
+        let config_json = serde_json::to_string(&stage.config).expect("JSON values serialise");
+        let mut runtime = WasmStage::new(
+            &stage.name,
+            &module,
+            stage.limits.clone(),
+            &config_json,
+            stage.topics.clone(),
+        )?;
+        if let Some(state) = last.as_ref().and_then(|l| l.state.get(&stage.name)) {
+            runtime.restore(state).map_err(|e| PipelineError::Restore {
+                stage: stage.name.clone(),
+                reason: e.reason,
+            })?;
+        }
+        let partitioning = Partitioning {
+            keys: stage.partition_by.clone(),
+            event_time: config.event_time.clone(),
+        };
+        tracing::info!(stage = %stage.name, plugin = %runtime.info().name, version = %runtime.info().version, "stage ready");
+        stages.push(Stage {
+            config: stage.clone(),
+            runtime,
+            partitioning,
+        });
+    }
+
+    let resume = last.as_ref().map(|l| &l.position);
+    let source: Box<dyn Source> = match config.source.kind().expect("validated: exactly one source")
+    {
+        SourceKind::Generator(generator) => {
+            Box::new(GeneratorSource::new(generator, config.batch_rows, resume)?)
+        }
+        SourceKind::Files(files) => Box::new(FileSource::new(
+            &files.paths,
+            files.topic.clone(),
+            config.batch_rows,
+            resume,
+        )?),
+    };
+    let mut batches = spawn_source(source);
+
+    let resumed_at = last.as_ref().map_or(0, |l| l.records);
+    let mut epoch = last.as_ref().map_or(0, |l| l.epoch);
+    let mut run = Run {
+        io,
+        loaded,
+        lake,
+        stages,
+        decoder: JsonDecoder::new(loaded.schemas.clone()),
+        base_totals: last.map(|l| l.totals).unwrap_or_default(),
+        bronze: config.bronze.as_ref().map(|b| Partitioning {
+            keys: b.partition_by.clone(),
+            event_time: config.event_time.clone(),
+        }),
+        dead: Vec::new(),
+        summary: RunSummary {
+            pipeline: config.name.clone(),
+            resumed_at,
+            ..Default::default()
+        },
+    };
+
+    let mut committed = resumed_at;
+    let mut consumed = resumed_at;
+    let mut position = None;
+    let mut last_progress = Instant::now();
+    while let Ok(raw) = batches.recv() {
+        let raw = raw?;
+        consumed += raw.len() as u64;
+        run.summary.records += raw.len() as u64;
+        run.process(&raw)?;
+        if raw.position.is_some() {
+            position = raw.position.clone();
+        }
+        if raw.position.is_some() && consumed - committed >= config.lake.commit_rows {
+            epoch += 1;
+            run.commit(
+                epoch,
+                committed,
+                consumed,
+                position.clone().unwrap_or_default(),
+            )?;
+            committed = consumed;
+        }
+        if options.progress && last_progress.elapsed() >= Duration::from_millis(500) {
+            last_progress = Instant::now();
+            run.print_progress(started);
+        }
+    }
+    // End of a finite source: the watermark goes to +∞ so stateful stages emit what is open.
+    run.end_of_input()?;
+    if consumed > committed || run.lake.buffered_rows() > 0 || !run.dead.is_empty() {
+        epoch += 1;
+        run.commit(epoch, committed, consumed, position.unwrap_or_default())?;
+    }
+    if options.progress {
+        eprint!("\r\x1b[2K");
+    }
+    run.summary.elapsed = started.elapsed();
+    run.summary.totals = run.totals();
+    Ok(run.summary)
+}
+
+/// Runs the source on its own thread; the bounded channel is the back pressure.
+fn spawn_source(
+    mut source: Box<dyn Source>,
+) -> std::sync::mpsc::Receiver<Result<RawBatch, SourceError>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    std::thread::Builder::new()
+        .name("sluice-source".into())
+        .spawn(move || {
+            loop {
+                let next = source.next_batch();
+                let stop = !matches!(next, Ok(Some(_)));
+                let item = match next {
+                    Ok(Some(batch)) => Ok(batch),
+                    Ok(None) => break,
+                    Err(e) => Err(e),
+                };
+                if tx.send(item).is_err() || stop {
+                    break;
+                }
+            }
+        })
+        .expect("spawning the source thread");
+    rx
+}
+
+impl Run<'_> {
+    fn process(&mut self, raw: &RawBatch) -> Result<(), PipelineError> {
+        let decoded = self.decoder.decode(raw);
+        self.add_dead(decoded.dead);
+        let Some(batch) = decoded.batch else {
+            return Ok(());
+        };
+        if let Some(partitioning) = &self.bronze {
+            self.lake
+                .write("bronze", &raw.topic, &batch, partitioning)?;
+            *self.summary.layers.entry("bronze".into()).or_default() += batch.num_rows() as u64;
+        }
+        self.flow(0, &raw.topic, batch)
+    }
+
+    fn add_dead(&mut self, letters: Vec<DeadLetter>) {
+        for letter in &letters {
+            *self
+                .summary
+                .rejects
+                .entry(format!("{}: {}", letter.stage, reason_kind(&letter.reason)))
+                .or_default() += 1;
+        }
+        self.dead.extend(letters);
+    }
+
+    /// Sends a batch of `topic` through the stages from index `from` on.
+    fn flow(&mut self, from: usize, topic: &str, batch: RecordBatch) -> Result<(), PipelineError> {
+        let mut pending = vec![(from, topic.to_string(), batch)];
+        while let Some((index, topic, batch)) = pending.pop() {
+            let Some(stage) = self.stages.get_mut(index) else {
+                continue;
+            };
+            if !stage.runtime.applies_to(&topic) {
+                pending.push((index + 1, topic, batch));
+                continue;
+            }
+            let outputs = stage.runtime.process(&batch);
+            let routed = self.route(index, &topic, outputs, Some(batch))?;
+            // Keep batch order: later outputs are pushed first so the first is processed first.
+            pending.extend(routed.into_iter().rev());
+        }
+        Ok(())
+    }
+
+    /// Writes a stage's outputs to its layer and dead letters; returns what flows on.
+    fn route(
+        &mut self,
+        index: usize,
+        topic: &str,
+        outputs: Result<Vec<(String, RecordBatch)>, StageError>,
+        input: Option<RecordBatch>,
+    ) -> Result<Vec<(usize, String, RecordBatch)>, PipelineError> {
+        let stage = &self.stages[index];
+        let plugin = format!(
+            "{}@{}",
+            stage.runtime.info().name,
+            stage.runtime.info().version
+        );
+        let stage_name = stage.config.name.clone();
+        let outputs = match outputs {
+            Ok(outputs) => outputs,
+            Err(error) => {
+                tracing::warn!(stage = %stage_name, plugin = %plugin, reason = %error.reason, "batch failed; its rows go to the dead-letter output");
+                if let Some(input) = input {
+                    let reason = format!("plugin failed: {}", error.reason);
+                    let letters =
+                        dead_letter::from_rows(&input, topic, &stage_name, &plugin, Some(&reason));
+                    self.add_dead(letters);
+                }
+                return Ok(vec![]);
+            }
+        };
+        let mut onward = Vec::new();
+        for (name, batch) in outputs {
+            if name == REJECTS {
+                let letters = dead_letter::from_rows(&batch, topic, &stage_name, &plugin, None);
+                self.add_dead(letters);
+                continue;
+            }
+            let stage = &self.stages[index];
+            let (layer, table) = match (&stage.config.layer, name.as_str()) {
+                (Some(layer), OUT) => (Some(layer.clone()), topic.to_string()),
+                (Some(layer), other) => (Some(layer.clone()), other.to_string()),
+                (None, OUT) => (None, topic.to_string()),
+                (None, other) => (Some(stage_name.clone()), other.to_string()),
+            };
+            if let Some(layer) = layer {
+                self.lake
+                    .write(&layer, &table, &batch, &stage.partitioning)?;
+                *self.summary.layers.entry(layer).or_default() += batch.num_rows() as u64;
+            }
+            onward.push((index + 1, table, batch));
+        }
+        Ok(onward)
+    }
+
+    fn end_of_input(&mut self) -> Result<(), PipelineError> {
+        for index in 0..self.stages.len() {
+            let name = self.stages[index].config.name.clone();
+            let outputs = self.stages[index].runtime.on_watermark(i64::MAX);
+            let onward = self.route(index, &name, outputs, None)?;
+            for (next, table, batch) in onward {
+                self.flow(next, &table, batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(
+        &mut self,
+        epoch: u64,
+        committed: u64,
+        consumed: u64,
+        position: serde_json::Value,
+    ) -> Result<(), PipelineError> {
+        if !self.dead.is_empty() {
+            let letters = std::mem::take(&mut self.dead);
+            let partitioning = Partitioning {
+                keys: vec!["stage".into()],
+                event_time: String::new(),
+            };
+            let mut by_topic: BTreeMap<String, Vec<DeadLetter>> = BTreeMap::new();
+            for letter in letters {
+                by_topic
+                    .entry(letter.topic.clone())
+                    .or_default()
+                    .push(letter);
+            }
+            for (topic, letters) in by_topic {
+                self.lake.write(
+                    dead_letter::LAYER,
+                    &topic,
+                    &dead_letter::to_batch(&letters),
+                    &partitioning,
+                )?;
+            }
+        }
+        let mut state = BTreeMap::new();
+        for stage in &mut self.stages {
+            if stage.runtime.info().stateful {
+                let snapshot = stage
+                    .runtime
+                    .snapshot()
+                    .map_err(|e| PipelineError::Restore {
+                        stage: stage.config.name.clone(),
+                        reason: e.reason,
+                    })?;
+                state.insert(stage.config.name.clone(), snapshot);
+            }
+        }
+        let record = CommitRecord {
+            pipeline: self.loaded.config.name.clone(),
+            epoch,
+            records: consumed,
+            position,
+            files: vec![],
+            totals: self.totals(),
+            state,
+        };
+        let record = self.io.block_on(self.lake.commit(
+            record,
+            committed,
+            consumed.saturating_sub(1),
+        ))?;
+        tracing::debug!(
+            epoch,
+            files = record.files.len(),
+            records = consumed,
+            "committed"
+        );
+        self.summary.commits += 1;
+        Ok(())
+    }
+
+    /// Running totals since the pipeline first ran: the last commit's plus this run's.
+    fn totals(&self) -> BTreeMap<String, u64> {
+        let mut totals = self.base_totals.clone();
+        let run = self
+            .summary
+            .layers
+            .iter()
+            .map(|(k, v)| (format!("rows.{k}"), *v));
+        let run = run.chain(
+            self.summary
+                .rejects
+                .iter()
+                .map(|(k, v)| (format!("rejects.{k}"), *v)),
+        );
+        for (key, value) in run.chain([("records".to_string(), self.summary.records)]) {
+            *totals.entry(key).or_default() += value;
+        }
+        totals
+    }
+
+    fn print_progress(&self, started: Instant) {
+        let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+        let layers: Vec<String> = self
+            .summary
+            .layers
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let rejects: u64 = self.summary.rejects.values().sum();
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[2K{} events  {:.0} events/s  {}  rejects {}",
+            self.summary.records,
+            self.summary.records as f64 / elapsed,
+            layers.join("  "),
+            rejects
+        );
+        let _ = err.flush();
+    }
+}
+
+/// Groups reasons for the summary: a decode error's detail varies per record.
+fn reason_kind(reason: &str) -> &str {
+    if reason.starts_with("plugin failed") {
+        return "plugin failed";
+    }
+    if reason.len() > 48 {
+        reason.split(':').next().unwrap_or(reason)
+    } else {
+        reason
+    }
+}

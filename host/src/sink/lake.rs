@@ -1,0 +1,417 @@
+//! The medallion lake: `<root>/<layer>/<table>/<key>=<value>/…/part-<first>-<last>.parquet`.
+//!
+//! Files are written in two phases. During an epoch, batches accumulate in Parquet writers in
+//! memory, one per partition directory. At commit: (1) every file is closed and uploaded under
+//! `_tmp/<pipeline>/`; (2) a commit record listing each file's temporary and final name and
+//! the source position is written atomically to `_commits/<pipeline>/`; (3) files are renamed
+//! into place. A reader never sees a partial file. On start, `recover` finishes the renames
+//! of the last commit record and deletes uncommitted leftovers, then the source resumes from
+//! the recorded position: no record is lost or written twice. Names derive from the range of
+//! source records in the epoch, so a replay writes the same names.
+use arrow::array::UInt32Array;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::take_record_batch;
+use arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit, TimestampMillisecondType};
+use futures::StreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error(
+        "`{0}` is not a supported lake URI (use file:///absolute/path or file://./relative/path)"
+    )]
+    Uri(String),
+    #[error("lake storage: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("table {table}: batch schema differs from the schema of the open file: {detail}")]
+    SchemaChanged { table: String, detail: String },
+    #[error("commit record {path}: {message}")]
+    CommitRecord { path: String, message: String },
+    #[error("cannot create lake folder {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where the lake lives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LakeUri {
+    Local(PathBuf),
+}
+
+impl LakeUri {
+    pub fn parse(uri: &str) -> Result<Self, LakeError> {
+        let Some(path) = uri.strip_prefix("file://") else {
+            return Err(LakeError::Uri(uri.to_string()));
+        };
+        if path.is_empty() {
+            return Err(LakeError::Uri(uri.to_string()));
+        }
+        Ok(LakeUri::Local(PathBuf::from(path)))
+    }
+
+    pub fn open(&self) -> Result<(Arc<dyn ObjectStore>, PathBuf), LakeError> {
+        match self {
+            LakeUri::Local(path) => {
+                std::fs::create_dir_all(path).map_err(|source| LakeError::CreateDir {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let root = std::fs::canonicalize(path).map_err(|source| LakeError::CreateDir {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Ok((Arc::new(LocalFileSystem::new_with_prefix(&root)?), root))
+            }
+        }
+    }
+}
+
+/// One file of a commit: where it was staged and where it lives once committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommittedFile {
+    pub staged: String,
+    pub path: String,
+    pub layer: String,
+    pub rows: u64,
+}
+
+/// What `_commits/<pipeline>/<epoch>.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    pub pipeline: String,
+    pub epoch: u64,
+    /// Source records consumed up to and including this commit.
+    pub records: u64,
+    /// Where the source resumes.
+    pub position: serde_json::Value,
+    pub files: Vec<CommittedFile>,
+    /// Running totals since the pipeline first started (rows per layer, rejects per reason).
+    pub totals: BTreeMap<String, u64>,
+    /// Snapshots of stateful stages, by stage name (base64-free: raw bytes as an array).
+    #[serde(default)]
+    pub state: BTreeMap<String, Vec<u8>>,
+}
+
+struct OpenFile {
+    layer: String,
+    schema: SchemaRef,
+    writer: ArrowWriter<Vec<u8>>,
+    rows: u64,
+}
+
+/// How a layer's rows are split into directories.
+#[derive(Debug, Clone, Default)]
+pub struct Partitioning {
+    /// `date` / `hour` derive from `event_time`; any other key is a column.
+    pub keys: Vec<String>,
+    pub event_time: String,
+}
+
+pub struct LakeWriter {
+    store: Arc<dyn ObjectStore>,
+    root: PathBuf,
+    properties: WriterProperties,
+    open: BTreeMap<String, OpenFile>,
+}
+
+impl LakeWriter {
+    pub fn new(uri: &LakeUri, zstd_level: i32) -> Result<Self, LakeError> {
+        let (store, root) = uri.open()?;
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
+            .build();
+        Ok(LakeWriter {
+            store,
+            root,
+            properties,
+            open: BTreeMap::new(),
+        })
+    }
+
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Rows buffered in open files.
+    pub fn buffered_rows(&self) -> u64 {
+        self.open.values().map(|f| f.rows).sum()
+    }
+
+    /// Adds a batch to `<layer>/<table>/`, split by `partitioning`.
+    pub fn write(
+        &mut self,
+        layer: &str,
+        table: &str,
+        batch: &RecordBatch,
+        partitioning: &Partitioning,
+    ) -> Result<(), LakeError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        for (dir, rows) in partition(batch, partitioning)? {
+            let part = match rows {
+                None => batch.clone(),
+                Some(indices) => take_record_batch(batch, &UInt32Array::from(indices))?,
+            };
+            let mut key = format!("{layer}/{table}");
+            if !dir.is_empty() {
+                key.push('/');
+                key.push_str(&dir);
+            }
+            let file = match self.open.entry(key.clone()) {
+                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    let writer = ArrowWriter::try_new(
+                        Vec::new(),
+                        part.schema(),
+                        Some(self.properties.clone()),
+                    )?;
+                    entry.insert(OpenFile {
+                        layer: layer.to_string(),
+                        schema: part.schema(),
+                        writer,
+                        rows: 0,
+                    })
+                }
+            };
+            if file.schema != part.schema() {
+                return Err(LakeError::SchemaChanged {
+                    table: key,
+                    detail: format!(
+                        "open file has {:?}, batch has {:?}",
+                        file.schema.fields(),
+                        part.schema().fields()
+                    ),
+                });
+            }
+            file.writer.write(&part)?;
+            file.rows += part.num_rows() as u64;
+        }
+        Ok(())
+    }
+
+    /// Closes every open file and commits them with the record (see the module docs).
+    /// `first`..=`last` is the range of source records the files hold.
+    pub async fn commit(
+        &mut self,
+        mut record: CommitRecord,
+        first: u64,
+        last: u64,
+    ) -> Result<CommitRecord, LakeError> {
+        let staging = format!("_tmp/{}/{:010}", record.pipeline, record.epoch);
+        let mut files = Vec::new();
+        for (n, (dir, file)) in std::mem::take(&mut self.open).into_iter().enumerate() {
+            let bytes = file.writer.into_inner()?;
+            let staged = format!("{staging}/{n:05}.parquet");
+            self.store
+                .put(&StorePath::from(staged.as_str()), PutPayload::from(bytes))
+                .await?;
+            files.push(CommittedFile {
+                staged,
+                path: format!("{dir}/part-{first:012}-{last:012}.parquet"),
+                layer: file.layer,
+                rows: file.rows,
+            });
+        }
+        record.files = files;
+        let record_path = commit_path(&record.pipeline, record.epoch);
+        let json = serde_json::to_vec_pretty(&record).expect("commit records serialise");
+        // A local put is itself atomic (temporary file + rename), so a reader of `_commits/`
+        // never sees half a record.
+        self.store
+            .put(
+                &StorePath::from(record_path.as_str()),
+                PutPayload::from(json),
+            )
+            .await?;
+        self.finish(&record).await?;
+        Ok(record)
+    }
+
+    /// Moves the staged files of a written commit record into place (idempotent).
+    async fn finish(&self, record: &CommitRecord) -> Result<(), LakeError> {
+        for file in &record.files {
+            let staged = StorePath::from(file.staged.as_str());
+            match self
+                .store
+                .rename(&staged, &StorePath::from(file.path.as_str()))
+                .await
+            {
+                Ok(()) => {}
+                // Already moved by an earlier, interrupted attempt.
+                Err(object_store::Error::NotFound { .. })
+                    if self
+                        .store
+                        .head(&StorePath::from(file.path.as_str()))
+                        .await
+                        .is_ok() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes the last commit of `pipeline` after a crash and removes uncommitted staging
+    /// files; returns that commit, from which the pipeline resumes.
+    pub async fn recover(&self, pipeline: &str) -> Result<Option<CommitRecord>, LakeError> {
+        let prefix = StorePath::from(format!("_commits/{pipeline}"));
+        let mut latest: Option<StorePath> = None;
+        let mut listing = self.store.list(Some(&prefix));
+        while let Some(meta) = listing.next().await {
+            let location = meta?.location;
+            if location.as_ref().ends_with(".json")
+                && latest
+                    .as_ref()
+                    .is_none_or(|l| location.as_ref() > l.as_ref())
+            {
+                latest = Some(location);
+            }
+        }
+        let record = match latest {
+            None => None,
+            Some(path) => {
+                let bytes = self.store.get(&path).await?.bytes().await?;
+                let record: CommitRecord =
+                    serde_json::from_slice(&bytes).map_err(|e| LakeError::CommitRecord {
+                        path: path.to_string(),
+                        message: e.to_string(),
+                    })?;
+                self.finish(&record).await?;
+                Some(record)
+            }
+        };
+        let staging = StorePath::from(format!("_tmp/{pipeline}"));
+        let leftovers: Vec<_> = self.store.list(Some(&staging)).collect().await;
+        for meta in leftovers {
+            self.store.delete(&meta?.location).await?;
+        }
+        Ok(record)
+    }
+}
+
+fn commit_path(pipeline: &str, epoch: u64) -> String {
+    format!("_commits/{pipeline}/{epoch:010}.json")
+}
+
+/// Partition directory (`k=v/k=v`) per group of rows; `None` rows means the whole batch.
+fn partition(
+    batch: &RecordBatch,
+    partitioning: &Partitioning,
+) -> Result<Vec<(String, Option<Vec<u32>>)>, LakeError> {
+    if partitioning.keys.is_empty() {
+        return Ok(vec![(String::new(), None)]);
+    }
+    let rows = batch.num_rows();
+    let event_ms = event_millis(batch, &partitioning.event_time);
+    let mut values: Vec<Vec<String>> = Vec::with_capacity(partitioning.keys.len());
+    for key in &partitioning.keys {
+        let column: Vec<String> = match key.as_str() {
+            "date" | "hour" => {
+                let format = if key == "date" { "%Y-%m-%d" } else { "%H" };
+                let mut cache: HashMap<i64, String> = HashMap::new();
+                (0..rows)
+                    .map(|i| match event_ms.as_ref().and_then(|ms| ms[i]) {
+                        Some(ms) => cache
+                            .entry(ms.div_euclid(3_600_000))
+                            .or_insert_with(|| {
+                                chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+                                    || NULL_PARTITION.to_string(),
+                                    |t| t.format(format).to_string(),
+                                )
+                            })
+                            .clone(),
+                        None => NULL_PARTITION.to_string(),
+                    })
+                    .collect()
+            }
+            column => match batch.column_by_name(column) {
+                None => vec![NULL_PARTITION.to_string(); rows],
+                Some(array) => {
+                    let strings = arrow::compute::cast(array, &DataType::Utf8)?;
+                    let strings = strings.as_string::<i32>();
+                    (0..rows)
+                        .map(|i| {
+                            if strings.is_null(i) {
+                                NULL_PARTITION.to_string()
+                            } else {
+                                sanitize(strings.value(i))
+                            }
+                        })
+                        .collect()
+                }
+            },
+        };
+        values.push(column);
+    }
+    let mut groups: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for row in 0..rows {
+        let dir = partitioning
+            .keys
+            .iter()
+            .zip(&values)
+            .map(|(k, v)| format!("{k}={}", v[row]))
+            .collect::<Vec<_>>()
+            .join("/");
+        groups.entry(dir).or_default().push(row as u32);
+    }
+    if groups.len() == 1 {
+        return Ok(vec![(groups.into_keys().next().expect("one group"), None)]);
+    }
+    Ok(groups
+        .into_iter()
+        .map(|(dir, rows)| (dir, Some(rows)))
+        .collect())
+}
+
+/// Epoch milliseconds of each row from an Int64 or Timestamp(ms) column.
+fn event_millis(batch: &RecordBatch, column: &str) -> Option<Vec<Option<i64>>> {
+    let array = batch.column_by_name(column)?;
+    match array.data_type() {
+        DataType::Int64 => Some(array.as_primitive::<Int64Type>().iter().collect()),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => Some(
+            array
+                .as_primitive::<TimestampMillisecondType>()
+                .iter()
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Keeps partition values path-safe.
+fn sanitize(value: &str) -> String {
+    if value.is_empty() {
+        return NULL_PARTITION.to_string();
+    }
+    value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,136 @@
+//! Stages: a plugin running in the sandbox, fed one Arrow batch per call.
+pub mod limits;
+pub mod runtime;
+
+use arrow::record_batch::RecordBatch;
+pub use limits::Limits;
+pub use runtime::{PluginInfo, PluginInstance, PluginModule, RuntimeError};
+use sluice_sdk::ipc;
+
+/// A batch a stage could not process: all its rows go to the dead-letter output.
+#[derive(Debug, thiserror::Error)]
+#[error("stage `{stage}` (plugin {plugin}): {reason}")]
+pub struct StageError {
+    pub stage: String,
+    pub plugin: String,
+    pub reason: String,
+}
+
+/// One pipeline stage: a named plugin instance plus the topics it applies to.
+pub struct WasmStage {
+    name: String,
+    instance: PluginInstance,
+    topics: Option<Vec<String>>,
+}
+
+impl WasmStage {
+    pub fn new(
+        name: &str,
+        module: &PluginModule,
+        limits: Limits,
+        config_json: &str,
+        topics: Option<Vec<String>>,
+    ) -> Result<Self, RuntimeError> {
+        let instance = PluginInstance::new(module, limits, config_json)?;
+        Ok(WasmStage {
+            name: name.to_string(),
+            instance,
+            topics,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn info(&self) -> &PluginInfo {
+        self.instance.info()
+    }
+
+    /// Whether batches of `topic` go through this stage (others pass it unchanged).
+    pub fn applies_to(&self, topic: &str) -> bool {
+        self.topics
+            .as_ref()
+            .is_none_or(|topics| topics.iter().any(|t| t == topic))
+    }
+
+    fn error(&self, reason: impl Into<String>) -> StageError {
+        let info = self.instance.info();
+        StageError {
+            stage: self.name.clone(),
+            plugin: format!("{}@{}", info.name, info.version),
+            reason: reason.into(),
+        }
+    }
+
+    fn decode_outputs(
+        &self,
+        outputs: Vec<runtime::WitOutput>,
+    ) -> Result<Vec<(String, RecordBatch)>, StageError> {
+        outputs
+            .into_iter()
+            .map(|output| {
+                let batch = ipc::decode(&output.batch).map_err(|e| {
+                    self.error(format!(
+                        "output `{}` is not valid Arrow IPC: {e}",
+                        output.name
+                    ))
+                })?;
+                Ok((output.name, batch))
+            })
+            .collect()
+    }
+
+    fn call_error(&self, error: RuntimeError) -> StageError {
+        match error {
+            RuntimeError::Call { reason, .. } => self.error(reason),
+            other => self.error(other.to_string()),
+        }
+    }
+
+    /// Tells the plugin that input is complete up to `event_time_ms`; returns what it emits.
+    pub fn on_watermark(
+        &mut self,
+        event_time_ms: i64,
+    ) -> Result<Vec<(String, RecordBatch)>, StageError> {
+        let outputs = self
+            .instance
+            .on_watermark(event_time_ms)
+            .map_err(|e| self.call_error(e))?;
+        self.decode_outputs(outputs)
+    }
+
+    pub fn snapshot(&mut self) -> Result<Vec<u8>, StageError> {
+        self.instance.snapshot().map_err(|e| self.call_error(e))
+    }
+
+    pub fn restore(&mut self, state: &[u8]) -> Result<(), StageError> {
+        self.instance.restore(state).map_err(|e| self.call_error(e))
+    }
+
+    /// Runs one batch through the plugin: named outputs, or an error for the whole batch.
+    pub fn process(
+        &mut self,
+        batch: &RecordBatch,
+    ) -> Result<Vec<(String, RecordBatch)>, StageError> {
+        let schema = batch.schema();
+        if let Some(missing) = self
+            .instance
+            .info()
+            .inputs
+            .iter()
+            .find(|c| schema.field_with_name(c).is_err())
+        {
+            return Err(self.error(format!(
+                "input column `{missing}` is missing from the batch"
+            )));
+        }
+        let bytes =
+            ipc::encode(batch).map_err(|e| self.error(format!("cannot encode batch: {e}")))?;
+        let outputs = self
+            .instance
+            .process(&bytes)
+            .map_err(|e| self.call_error(e))?;
+        self.decode_outputs(outputs)
+    }
+}

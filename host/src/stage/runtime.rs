@@ -1,0 +1,488 @@
+//! The wasmtime sandbox plugins run in: one engine per process, one store per instance, with
+//! a memory limit, a fuel budget and a wall-clock deadline per call, and WASI with no
+//! filesystem, network, environment or clock.
+use super::limits::Limits;
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
+
+mod bindings {
+    wasmtime::component::bindgen!({ path: "../sdk/wit", world: "plugin" });
+}
+
+pub use bindings::exports::sluice::plugin::guest::Output as WitOutput;
+use bindings::{Plugin as PluginWorld, PluginPre};
+
+/// The contract this host implements (`sluice:plugin@…` in `sdk/wit/plugin.wit`).
+pub const CONTRACT_VERSION: &str = sluice_sdk::CONTRACT_VERSION;
+const GUEST_INTERFACE: &str = "sluice:plugin/guest";
+/// How often the epoch ticks; deadlines are counted in these.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot read plugin {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is a core wasm module, not a component: build the plugin for wasm32-wasip2")]
+    CoreModule { path: PathBuf },
+    #[error("cannot compile plugin {path}: {message}")]
+    Compile { path: PathBuf, message: String },
+    #[error(
+        "plugin {path} was built for contract sluice:plugin@{found}; this host supports sluice:plugin@{CONTRACT_VERSION}: rebuild it against sluice-sdk {CONTRACT_VERSION}"
+    )]
+    ContractVersion { path: PathBuf, found: String },
+    #[error(
+        "{path} is not a Sluice plugin: it exports no `{GUEST_INTERFACE}` interface (exports: {exports})"
+    )]
+    NotAPlugin { path: PathBuf, exports: String },
+    #[error("plugin {path} needs imports this sandbox does not grant: {message}")]
+    Link { path: PathBuf, message: String },
+    #[error("plugin `{plugin}` init failed: {message}")]
+    Init { plugin: String, message: String },
+    #[error("plugin `{plugin}` {call}: {reason}")]
+    Call {
+        plugin: String,
+        call: &'static str,
+        reason: String,
+    },
+}
+
+/// Store data: WASI (without capabilities) and the instance's resource limits.
+pub struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Plugins see a clock stopped at the epoch: their output must depend on data, not on when
+/// they run (replays and backfills give the same result).
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The process-wide engine, with fuel metering and epoch interruption on, and a thread that
+/// advances the epoch.
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.consume_fuel(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).expect("the fixed wasmtime configuration is valid");
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .expect("spawning the epoch thread");
+        engine
+    })
+}
+
+fn linker() -> &'static Linker<StoreState> {
+    static LINKER: OnceLock<Linker<StoreState>> = OnceLock::new();
+    LINKER.get_or_init(|| {
+        let mut linker = Linker::new(engine());
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .expect("WASI links into an empty linker");
+        linker
+    })
+}
+
+/// A compiled, linked plugin from which instances are created cheaply.
+#[derive(Clone)]
+pub struct PluginModule {
+    path: PathBuf,
+    sha256: String,
+    pre: PluginPre<StoreState>,
+}
+
+impl PluginModule {
+    /// Reads, checks and compiles a plugin (or loads it from the compile cache).
+    pub fn load(path: &Path) -> Result<Self, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, RuntimeError> {
+        let path = path.to_path_buf();
+        if bytes.starts_with(b"\0asm\x01\0\0\0") {
+            return Err(RuntimeError::CoreModule { path });
+        }
+        let sha256 = hex(&Sha256::digest(bytes));
+        let component = compile_cached(&path, bytes, &sha256)?;
+        check_contract(&path, &component)?;
+        let instance_pre =
+            linker()
+                .instantiate_pre(&component)
+                .map_err(|e| RuntimeError::Link {
+                    path: path.clone(),
+                    message: format!("{e:#}"),
+                })?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| RuntimeError::Link {
+            path: path.clone(),
+            message: format!("{e:#}"),
+        })?;
+        Ok(PluginModule { path, sha256, pre })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compiling takes about a second per plugin; a precompiled artifact loads in milliseconds.
+/// Artifacts are keyed by the wasm's hash and the engine's compatibility hash.
+fn compile_cached(path: &Path, bytes: &[u8], sha256: &str) -> Result<Component, RuntimeError> {
+    let engine = engine();
+    let compile_error = |e: wasmtime::Error| {
+        let message = format!("{e:#}");
+        if message.contains("core module") || message.contains("component parser") {
+            RuntimeError::CoreModule {
+                path: path.to_path_buf(),
+            }
+        } else {
+            RuntimeError::Compile {
+                path: path.to_path_buf(),
+                message,
+            }
+        }
+    };
+    let Some(cache_dir) = cache_dir() else {
+        return Component::new(engine, bytes).map_err(compile_error);
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let artifact = cache_dir.join(format!("{}-{:016x}.cwasm", &sha256[..32], hasher.finish()));
+    if artifact.exists() {
+        // SAFETY: the artifact was written by `precompile_component` of an engine with the same
+        // compatibility hash, into a cache directory only this program writes.
+        match unsafe { Component::deserialize_file(engine, &artifact) } {
+            Ok(component) => return Ok(component),
+            Err(e) => {
+                tracing::warn!(artifact = %artifact.display(), error = %e, "ignoring unreadable compiled plugin")
+            }
+        }
+    }
+    let compiled = engine.precompile_component(bytes).map_err(compile_error)?;
+    let tmp = artifact.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::create_dir_all(&cache_dir)
+        .and_then(|_| std::fs::write(&tmp, &compiled))
+        .and_then(|_| std::fs::rename(&tmp, &artifact))
+        .is_err()
+    {
+        tracing::warn!(dir = %cache_dir.display(), "cannot cache compiled plugin");
+    }
+    // SAFETY: `compiled` was just produced by `precompile_component` of this engine.
+    unsafe { Component::deserialize(engine, &compiled) }.map_err(compile_error)
+}
+
+fn cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR") {
+        return Some(PathBuf::from(dir).join("wasm"));
+    }
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/sluice/wasm"))
+}
+
+/// Refuses components built for another contract version, with a message that says so.
+fn check_contract(path: &Path, component: &Component) -> Result<(), RuntimeError> {
+    let engine = engine();
+    let ty = component.component_type();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let wanted = format!("{GUEST_INTERFACE}@{CONTRACT_VERSION}");
+    if exports.iter().any(|e| *e == wanted) {
+        return Ok(());
+    }
+    if let Some(found) = exports
+        .iter()
+        .find_map(|e| e.strip_prefix(&format!("{GUEST_INTERFACE}@")))
+    {
+        return Err(RuntimeError::ContractVersion {
+            path: path.to_path_buf(),
+            found: found.to_string(),
+        });
+    }
+    Err(RuntimeError::NotAPlugin {
+        path: path.to_path_buf(),
+        exports: if exports.is_empty() {
+            "none".into()
+        } else {
+            exports.join(", ")
+        },
+    })
+}
+
+/// What `init` told the host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub inputs: Vec<String>,
+    pub stateful: bool,
+}
+
+/// One live plugin instance in its own store.
+pub struct PluginInstance {
+    module: PluginModule,
+    limits: Limits,
+    config_json: String,
+    store: Store<StoreState>,
+    world: PluginWorld,
+    info: PluginInfo,
+}
+
+impl PluginInstance {
+    /// Instantiates the module and runs `init` with the stage config (JSON).
+    pub fn new(
+        module: &PluginModule,
+        limits: Limits,
+        config_json: &str,
+    ) -> Result<Self, RuntimeError> {
+        let name = module.path.display().to_string();
+        let (store, world) = instantiate(module, &limits).map_err(|e| RuntimeError::Init {
+            plugin: name.clone(),
+            message: e,
+        })?;
+        let mut instance = PluginInstance {
+            module: module.clone(),
+            limits,
+            config_json: config_json.to_string(),
+            store,
+            world,
+            info: PluginInfo {
+                name,
+                version: String::new(),
+                inputs: vec![],
+                stateful: false,
+            },
+        };
+        instance.arm();
+        let result = instance
+            .world
+            .sluice_plugin_guest()
+            .call_init(&mut instance.store, config_json);
+        let info = match result {
+            Ok(Ok(info)) => info,
+            Ok(Err(message)) => {
+                return Err(RuntimeError::Init {
+                    plugin: instance.info.name,
+                    message,
+                });
+            }
+            Err(trap) => {
+                return Err(RuntimeError::Init {
+                    plugin: instance.info.name.clone(),
+                    message: instance.describe(&trap),
+                });
+            }
+        };
+        instance.info = PluginInfo {
+            name: info.name,
+            version: info.version,
+            inputs: info.inputs,
+            stateful: info.stateful,
+        };
+        Ok(instance)
+    }
+
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    pub fn module(&self) -> &PluginModule {
+        &self.module
+    }
+
+    /// Gives the next call a fresh fuel budget and deadline.
+    fn arm(&mut self) {
+        self.store
+            .set_fuel(self.limits.fuel)
+            .expect("fuel metering is enabled on the engine");
+        let ticks = self
+            .limits
+            .timeout
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis())
+            .max(1) as u64;
+        self.store.set_epoch_deadline(ticks);
+    }
+
+    /// Turns a trap into a reason a person can act on.
+    fn describe(&self, error: &wasmtime::Error) -> String {
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => format!(
+                "CPU limit exceeded: used all {} fuel of the batch budget",
+                self.limits.fuel
+            ),
+            Some(Trap::Interrupt) => format!(
+                "time limit exceeded: still running after {:?}",
+                self.limits.timeout
+            ),
+            Some(trap) => format!("trapped: {trap}"),
+            None => {
+                let message = format!("{error:#}");
+                if message.contains("growing memory") || message.contains("memory.grow") {
+                    format!(
+                        "memory limit exceeded: more than {} MiB",
+                        self.limits.memory_mb
+                    )
+                } else {
+                    message
+                        .lines()
+                        .next()
+                        .unwrap_or("unknown error")
+                        .to_string()
+                }
+            }
+        }
+    }
+
+    /// Calls into the guest; a trap poisons the instance, so it is replaced by a fresh one
+    /// (same module, limits and config) before the error is returned.
+    fn call<T>(
+        &mut self,
+        call: &'static str,
+        f: impl FnOnce(&PluginWorld, &mut Store<StoreState>) -> wasmtime::Result<Result<T, String>>,
+    ) -> Result<T, RuntimeError> {
+        self.arm();
+        let result = f(&self.world, &mut self.store);
+        let plugin = self.info.name.clone();
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(reason)) => Err(RuntimeError::Call {
+                plugin,
+                call,
+                reason,
+            }),
+            Err(trap) => {
+                let reason = self.describe(&trap);
+                self.recreate()?;
+                Err(RuntimeError::Call {
+                    plugin,
+                    call,
+                    reason,
+                })
+            }
+        }
+    }
+
+    fn recreate(&mut self) -> Result<(), RuntimeError> {
+        let fresh = PluginInstance::new(&self.module, self.limits.clone(), &self.config_json)?;
+        *self = fresh;
+        Ok(())
+    }
+
+    pub fn process(&mut self, ipc_batch: &[u8]) -> Result<Vec<WitOutput>, RuntimeError> {
+        self.call("process", |world, store| {
+            world.sluice_plugin_guest().call_process(store, ipc_batch)
+        })
+    }
+
+    pub fn on_watermark(&mut self, event_time_ms: i64) -> Result<Vec<WitOutput>, RuntimeError> {
+        self.call("on-watermark", |world, store| {
+            world
+                .sluice_plugin_guest()
+                .call_on_watermark(store, event_time_ms)
+        })
+    }
+
+    pub fn snapshot(&mut self) -> Result<Vec<u8>, RuntimeError> {
+        self.call("snapshot", |world, store| {
+            world.sluice_plugin_guest().call_snapshot(store)
+        })
+    }
+
+    pub fn restore(&mut self, state: &[u8]) -> Result<(), RuntimeError> {
+        self.call("restore", |world, store| {
+            world.sluice_plugin_guest().call_restore(store, state)
+        })
+    }
+}
+
+fn instantiate(
+    module: &PluginModule,
+    limits: &Limits,
+) -> Result<(Store<StoreState>, PluginWorld), String> {
+    let wasi = WasiCtxBuilder::new()
+        .wall_clock(FrozenClock)
+        .monotonic_clock(FrozenClock)
+        .build();
+    let store_limits = StoreLimitsBuilder::new()
+        .memory_size(limits.memory_mb.saturating_mul(1 << 20) as usize)
+        .trap_on_grow_failure(true)
+        .build();
+    let mut store = Store::new(
+        engine(),
+        StoreState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: store_limits,
+        },
+    );
+    store.limiter(|state| &mut state.limits);
+    store.set_fuel(limits.fuel).map_err(|e| e.to_string())?;
+    store.set_epoch_deadline(u64::MAX / 2);
+    let world = module
+        .pre
+        .instantiate(&mut store)
+        .map_err(|e| format!("{e:#}"))?;
+    Ok((store, world))
+}
+
+/// Shared handle so a stage can be rebuilt from the same compiled module.
+pub type SharedModule = Arc<PluginModule>;

@@ -1,0 +1,188 @@
+//! The quickstart pipeline end to end on 100,000 generated events, through the real binary.
+mod common;
+use common::*;
+use std::collections::BTreeSet;
+
+#[test]
+fn quickstart_writes_every_event_once_and_accounts_for_every_row() {
+    let lake = tempfile::tempdir().unwrap();
+    let env = [
+        ("SLUICE_LAKE", format!("file://{}", lake.path().display())),
+        ("SLUICE_EVENTS", "100000".to_string()),
+        ("SLUICE_PLUGIN_DIR", plugin_dir()),
+    ];
+    let stdout = assert_success(&sluice(&["run", "pipelines/quickstart.yaml"], &env));
+
+    let bronze = read_layer(lake.path(), "bronze");
+    let silver = read_layer(lake.path(), "silver");
+    let rejects = read_layer(lake.path(), "_rejects");
+    assert_eq!(rows(&bronze), 100_000, "bronze holds every generated event");
+    let offsets: BTreeSet<i64> = int64_column(&bronze, "_offset").into_iter().collect();
+    assert_eq!(
+        offsets,
+        (0..100_000).collect::<BTreeSet<i64>>(),
+        "each generator offset exactly once"
+    );
+    assert!(
+        rows(&rejects) > 0,
+        "the generator's dirty records are rejected"
+    );
+    assert_eq!(
+        rows(&silver) + rows(&rejects),
+        rows(&bronze),
+        "silver + rejects = bronze"
+    );
+
+    // Every reject says why and which stage; the reasons are the clean plugin's.
+    let reasons: BTreeSet<String> = string_column(&rejects, "reason").into_iter().collect();
+    let known: BTreeSet<String> = [
+        "duplicate",
+        "missing_user_id",
+        "negative_duration",
+        "ts_out_of_range",
+    ]
+    .map(String::from)
+    .into();
+    assert!(
+        reasons.is_subset(&known) && reasons.len() >= 3,
+        "{reasons:?}"
+    );
+    assert!(
+        string_column(&rejects, "stage")
+            .iter()
+            .all(|s| s == "clean")
+    );
+    assert!(
+        string_column(&rejects, "raw")
+            .iter()
+            .all(|r| r.starts_with('{') && r.contains("\"ts\""))
+    );
+
+    // Silver carries the normalised data plus event_time.
+    assert!(
+        silver
+            .iter()
+            .all(|b| b.schema().field_with_name("event_time").is_ok())
+    );
+    assert!(
+        string_column(&silver, "level")
+            .iter()
+            .all(|l| l == "free" || l == "paid")
+    );
+
+    // Hive layout, no staging leftovers, and a summary that matches the lake.
+    assert!(
+        lake.path()
+            .join("bronze/listen_events")
+            .read_dir()
+            .unwrap()
+            .all(|d| d
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("date="))
+    );
+    assert!(parquet_files(&lake.path().join("_tmp")).is_empty());
+    assert!(
+        stdout.contains(&format!("silver {:>47}", rows(&silver)))
+            || stdout.contains(&rows(&silver).to_string()),
+        "{stdout}"
+    );
+    assert!(stdout.contains("events/s per core"), "{stdout}");
+
+    // Running it again resumes after the last commit: nothing new, nothing duplicated.
+    let again = assert_success(&sluice(&["run", "pipelines/quickstart.yaml"], &env));
+    assert!(again.contains("0 events"), "{again}");
+    assert_eq!(rows(&read_layer(lake.path(), "bronze")), 100_000);
+}
+
+#[test]
+fn killed_mid_run_and_restarted_writes_each_event_exactly_once() {
+    let lake = tempfile::tempdir().unwrap();
+    let pipeline = lake.path().join("p.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "name: crash\nsource:\n  generator:\n    events: 200000\nbatch_rows: 4096\nlake:\n  uri: file://{}/lake\n  commit_rows: 20000\nbronze:\n  partition_by: [date]\nstages:\n  - name: clean\n    plugin: {}/clean.wasm\n    layer: silver\n",
+            lake.path().display(),
+            plugin_dir()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--quiet", pipeline.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let commits = lake.path().join("lake/_commits/crash");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_dir(&commits).map_or(0, |d| d.count()) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no commit within 120 s"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be killed: raise `events`"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = rows(&read_layer(&lake.path().join("lake"), "bronze"));
+    assert!(before < 200_000, "killed before the end ({before} rows)");
+
+    let stdout = assert_success(&sluice(
+        &["run", "--quiet", pipeline.to_str().unwrap()],
+        &[],
+    ));
+    assert!(stdout.contains("resumed after"), "{stdout}");
+    let lake = lake.path().join("lake");
+    let bronze = read_layer(&lake, "bronze");
+    let mut offsets = int64_column(&bronze, "_offset");
+    offsets.sort_unstable();
+    assert_eq!(
+        offsets,
+        (0..200_000).collect::<Vec<i64>>(),
+        "every event exactly once after the crash"
+    );
+    assert_eq!(
+        rows(&read_layer(&lake, "silver")) + rows(&read_layer(&lake, "_rejects")),
+        200_000
+    );
+}
+
+#[test]
+fn gen_writes_one_jsonl_file_per_topic() {
+    let out = tempfile::tempdir().unwrap();
+    let stdout = assert_success(&sluice(
+        &[
+            "gen",
+            "--events",
+            "5000",
+            "--seed",
+            "7",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let mut total = 0;
+    for topic in [
+        "listen_events",
+        "page_view_events",
+        "auth_events",
+        "status_change_events",
+    ] {
+        let text = std::fs::read_to_string(out.path().join(format!("{topic}.jsonl"))).unwrap();
+        for line in text.lines() {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(
+                value["ts"].is_i64() && value["sessionId"].is_i64(),
+                "{line}"
+            );
+        }
+        total += text.lines().count();
+    }
+    assert_eq!(total, 5000, "{stdout}");
+}

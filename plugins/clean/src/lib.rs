@@ -1,0 +1,192 @@
+//! `clean`: the silver step for EventSim events.
+//!
+//! Every row either goes to `out` (normalised, with an `event_time` timestamp column) or to
+//! `rejects` with one of these reasons: `missing_ts`, `ts_out_of_range`, `missing_user_id`,
+//! `negative_duration`, `duplicate`.
+use serde::Deserialize;
+use sluice_sdk::arrow_array::TimestampMillisecondArray;
+use sluice_sdk::arrow_row::{RowConverter, SortField};
+use sluice_sdk::prelude::*;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CleanConfig {
+    /// Earliest plausible event time, epoch ms (default 2000-01-01).
+    pub min_ts_ms: i64,
+    /// Latest plausible event time, epoch ms (default 2100-01-01).
+    pub max_ts_ms: i64,
+    /// `auth` values whose events must carry a `userId`.
+    pub user_required_for: Vec<String>,
+    /// String columns to lower-case / upper-case (all string columns are trimmed).
+    pub lowercase: Vec<String>,
+    pub uppercase: Vec<String>,
+    /// Reject exact duplicates (all columns but `_`-prefixed metadata) within a batch.
+    pub dedupe: bool,
+}
+
+impl Default for CleanConfig {
+    fn default() -> Self {
+        CleanConfig {
+            min_ts_ms: 946_684_800_000,
+            max_ts_ms: 4_102_444_800_000,
+            user_required_for: vec!["Logged In".into(), "Cancelled".into()],
+            lowercase: vec!["level".into()],
+            uppercase: vec!["state".into(), "gender".into()],
+            dedupe: true,
+        }
+    }
+}
+
+pub struct Clean {
+    config: CleanConfig,
+}
+
+#[derive(Clone, Copy)]
+enum Case {
+    Keep,
+    Lower,
+    Upper,
+}
+
+impl Clean {
+    fn case_of(&self, column: &str) -> Case {
+        if self.config.lowercase.iter().any(|c| c == column) {
+            Case::Lower
+        } else if self.config.uppercase.iter().any(|c| c == column) {
+            Case::Upper
+        } else {
+            Case::Keep
+        }
+    }
+
+    /// Trims every string column and applies the configured case.
+    fn normalise(&self, batch: &RecordBatch) -> Result<RecordBatch, PluginError> {
+        let schema = batch.schema();
+        let columns = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(field, column)| match field.data_type() {
+                DataType::Utf8 if !field.name().starts_with('_') => {
+                    let case = self.case_of(field.name());
+                    let values: StringArray = column
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|v| {
+                            v.map(|s| match case {
+                                Case::Keep => s.trim().to_string(),
+                                Case::Lower => s.trim().to_lowercase(),
+                                Case::Upper => s.trim().to_uppercase(),
+                            })
+                        })
+                        .collect();
+                    Arc::new(values) as ArrayRef
+                }
+                _ => column.clone(),
+            })
+            .collect();
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    fn reasons(&self, batch: &RecordBatch) -> Result<Vec<Option<String>>, PluginError> {
+        let ts = batch.i64_column("ts")?;
+        let user = batch.column_by_name("userId");
+        let auth = batch.column_by_name("auth").map(|a| a.as_string::<i32>());
+        let duration = batch
+            .column_by_name("duration")
+            .map(|d| d.as_primitive::<sluice_sdk::arrow_array::types::Float64Type>());
+        let duplicates = if self.config.dedupe {
+            duplicate_rows(batch)?
+        } else {
+            vec![false; batch.num_rows()]
+        };
+
+        Ok((0..batch.num_rows())
+            .map(|row| {
+                let reason = if ts.is_null(row) {
+                    "missing_ts"
+                } else if !(self.config.min_ts_ms..=self.config.max_ts_ms).contains(&ts.value(row))
+                {
+                    "ts_out_of_range"
+                } else if user.is_some_and(|u| u.is_null(row))
+                    && auth.is_some_and(|a| {
+                        a.is_valid(row)
+                            && self
+                                .config
+                                .user_required_for
+                                .iter()
+                                .any(|r| r == a.value(row))
+                    })
+                {
+                    "missing_user_id"
+                } else if duration.is_some_and(|d| d.is_valid(row) && d.value(row) < 0.0) {
+                    "negative_duration"
+                } else if duplicates[row] {
+                    "duplicate"
+                } else {
+                    return None;
+                };
+                Some(reason.to_string())
+            })
+            .collect())
+    }
+}
+
+/// Marks every row that repeats an earlier row of the batch on all data columns.
+fn duplicate_rows(batch: &RecordBatch) -> Result<Vec<bool>, PluginError> {
+    let schema = batch.schema();
+    let (fields, columns): (Vec<SortField>, Vec<ArrayRef>) = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .filter(|(field, _)| !field.name().starts_with('_'))
+        .map(|(field, column)| (SortField::new(field.data_type().clone()), column.clone()))
+        .unzip();
+    let converter = RowConverter::new(fields)?;
+    let rows = converter.convert_columns(&columns)?;
+    let mut seen = HashSet::with_capacity(rows.num_rows());
+    Ok(rows.iter().map(|row| !seen.insert(row)).collect())
+}
+
+/// Adds `event_time` (timestamp, ms, UTC) from the epoch-ms `ts` column.
+fn with_event_time(batch: &RecordBatch) -> Result<RecordBatch, PluginError> {
+    let ts = batch.i64_column("ts")?;
+    let event_time = TimestampMillisecondArray::new(ts.values().clone(), ts.nulls().cloned())
+        .with_timezone("UTC");
+    let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(
+        "event_time",
+        event_time.data_type().clone(),
+        true,
+    )));
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(event_time));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+impl Plugin for Clean {
+    fn init(config: &Config) -> Result<Self, PluginError> {
+        let config: CleanConfig = config.parse()?;
+        if config.min_ts_ms > config.max_ts_ms {
+            return Err(PluginError::Config("min_ts_ms is after max_ts_ms".into()));
+        }
+        Ok(Clean { config })
+    }
+
+    fn inputs(&self) -> Vec<String> {
+        vec!["ts".into()]
+    }
+
+    fn process(&mut self, batch: RecordBatch, out: &mut Outputs) -> Result<(), PluginError> {
+        let batch = self.normalise(&batch)?;
+        let reasons = self.reasons(&batch)?;
+        out.split(&with_event_time(&batch)?, &reasons)
+    }
+}
+
+sluice_sdk::export_plugin!(Clean);

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds the first-party plugins (and the test plugins) for wasm32-wasip2 into target/plugins/.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+cd "$SLUICE_ROOT"
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+plugins=(clean faulty)
+cargo build --profile plugin --target wasm32-wasip2 $(printf -- '-p %s ' "${plugins[@]}")
+mkdir -p "$SLUICE_PLUGIN_DIR"
+for p in "${plugins[@]}"; do
+  cp "$CARGO_TARGET_DIR/wasm32-wasip2/plugin/$p.wasm" "$SLUICE_PLUGIN_DIR/$p.wasm"
+done
+ls -l "$SLUICE_PLUGIN_DIR"

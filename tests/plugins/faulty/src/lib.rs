@@ -1,0 +1,61 @@
+//! Passes batches through, except the batch that holds `_offset == trigger_offset`, on which it
+//! does what `mode` says: `panic`, `loop` (forever), `alloc` (without bound) or `error`.
+use serde::Deserialize;
+use sluice_sdk::prelude::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultyConfig {
+    mode: String,
+    trigger_offset: i64,
+}
+
+pub struct Faulty {
+    config: FaultyConfig,
+}
+
+impl Plugin for Faulty {
+    fn init(config: &Config) -> Result<Self, PluginError> {
+        let config: FaultyConfig = config.parse()?;
+        if !["panic", "loop", "alloc", "error"].contains(&config.mode.as_str()) {
+            return Err(PluginError::Config(format!(
+                "unknown mode `{}`",
+                config.mode
+            )));
+        }
+        Ok(Faulty { config })
+    }
+
+    fn process(&mut self, batch: RecordBatch, out: &mut Outputs) -> Result<(), PluginError> {
+        let offsets = batch.i64_column("_offset")?;
+        if offsets
+            .iter()
+            .any(|o| o == Some(self.config.trigger_offset))
+        {
+            match self.config.mode.as_str() {
+                "panic" => panic!(
+                    "faulty plugin panics on offset {}",
+                    self.config.trigger_offset
+                ),
+                "loop" => {
+                    let mut n: u64 = 0;
+                    loop {
+                        n = std::hint::black_box(n.wrapping_add(1));
+                    }
+                }
+                "alloc" => {
+                    let mut hoard: Vec<Vec<u8>> = Vec::new();
+                    loop {
+                        hoard.push(vec![1u8; 1 << 20]);
+                        std::hint::black_box(&hoard);
+                    }
+                }
+                _ => return Err(PluginError::other("faulty plugin refuses this batch")),
+            }
+        }
+        out.out(batch);
+        Ok(())
+    }
+}
+
+sluice_sdk::export_plugin!(Faulty);
