@@ -4,10 +4,11 @@ set -euo pipefail
 . "$(dirname "$0")/env.sh"
 cd "$SLUICE_ROOT"
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-plugins=(clean faulty)
+plugins=(clean paid-only faulty)
 cargo build --profile plugin --target wasm32-wasip2 $(printf -- '-p %s ' "${plugins[@]}")
 mkdir -p "$SLUICE_PLUGIN_DIR"
 for p in "${plugins[@]}"; do
-  cp "$CARGO_TARGET_DIR/wasm32-wasip2/plugin/$p.wasm" "$SLUICE_PLUGIN_DIR/$p.wasm"
+  artifact="${p//-/_}.wasm"   # cargo names cdylib artifacts with underscores
+  cp "$CARGO_TARGET_DIR/wasm32-wasip2/plugin/$artifact" "$SLUICE_PLUGIN_DIR/$artifact"
 done
 ls -l "$SLUICE_PLUGIN_DIR"

@@ -133,7 +133,7 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
             resume,
         )?),
     };
-    let mut batches = spawn_source(source);
+    let batches = spawn_source(source);
 
     let resumed_at = last.as_ref().map_or(0, |l| l.records);
     let mut epoch = last.as_ref().map_or(0, |l| l.epoch);

@@ -1,6 +1,6 @@
 //! Pipeline files with mistakes: every error names the file, the line and the key.
 use sluice::config::load;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     let path = dir.path().join(name);
@@ -8,7 +8,7 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     path
 }
 
-fn errors(path: &PathBuf) -> Vec<String> {
+fn errors(path: &Path) -> Vec<String> {
     load(path)
         .unwrap_err()
         .0
@@ -130,10 +130,10 @@ fn the_shipped_pipelines_validate() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     for entry in std::fs::read_dir(root.join("pipelines")).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            if let Err(errors) = load(&path) {
-                panic!("{errors}");
-            }
+        if path.extension().is_some_and(|e| e == "yaml")
+            && let Err(errors) = load(&path)
+        {
+            panic!("{errors}");
         }
     }
 }

@@ -314,11 +314,14 @@ fn commit_path(pipeline: &str, epoch: u64) -> String {
     format!("_commits/{pipeline}/{epoch:010}.json")
 }
 
-/// Partition directory (`k=v/k=v`) per group of rows; `None` rows means the whole batch.
+/// A partition directory (`k=v/k=v`) and its rows; `None` means the whole batch.
+type PartitionRows = (String, Option<Vec<u32>>);
+
+/// Splits a batch by partition directory.
 fn partition(
     batch: &RecordBatch,
     partitioning: &Partitioning,
-) -> Result<Vec<(String, Option<Vec<u32>>)>, LakeError> {
+) -> Result<Vec<PartitionRows>, LakeError> {
     if partitioning.keys.is_empty() {
         return Ok(vec![(String::new(), None)]);
     }

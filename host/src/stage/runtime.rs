@@ -245,7 +245,7 @@ fn check_contract(path: &Path, component: &Component) -> Result<(), RuntimeError
         .map(|(name, _)| name.to_string())
         .collect();
     let wanted = format!("{GUEST_INTERFACE}@{CONTRACT_VERSION}");
-    if exports.iter().any(|e| *e == wanted) {
+    if exports.contains(&wanted) {
         return Ok(());
     }
     if let Some(found) = exports

@@ -1,0 +1,106 @@
+//! The clean plugin's rules, natively through the SDK harness (same IPC round trip as wasm).
+use clean::Clean;
+use sluice_sdk::harness::{Harness, batch_from_json, pretty};
+use sluice_sdk::prelude::*;
+use std::sync::Arc;
+
+fn listen_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Int64, true),
+        Field::new("auth", DataType::Utf8, true),
+        Field::new("userId", DataType::Int64, true),
+        Field::new("level", DataType::Utf8, true),
+        Field::new("state", DataType::Utf8, true),
+        Field::new("song", DataType::Utf8, true),
+        Field::new("duration", DataType::Float64, true),
+        Field::new("_offset", DataType::Int64, false),
+    ]))
+}
+
+#[test]
+fn every_row_is_kept_normalised_or_rejected_with_its_reason() {
+    let batch = batch_from_json(
+        listen_schema(),
+        &[
+            r#"{"ts":1793491200000,"auth":"Logged In","userId":1,"level":" Paid","state":"ny ","song":"  Summer Love ","duration":200.5,"_offset":0}"#,
+            r#"{"auth":"Logged In","userId":2,"level":"free","duration":1.0,"_offset":1}"#,
+            r#"{"ts":4102444800001,"auth":"Logged In","userId":3,"level":"free","_offset":2}"#,
+            r#"{"ts":1793491200000,"auth":"Logged In","level":"free","_offset":3}"#,
+            r#"{"ts":1793491200000,"auth":"Logged Out","level":"free","_offset":4}"#,
+            r#"{"ts":1793491200000,"auth":"Logged In","userId":5,"level":"free","duration":-3.5,"_offset":5}"#,
+            r#"{"ts":1793491200000,"auth":"Logged In","userId":1,"level":"paid","state":"NY","song":"Summer Love","duration":200.5,"_offset":6}"#,
+        ],
+    )
+    .unwrap();
+    let out = Harness::<Clean>::new("{}")
+        .unwrap()
+        .process(&batch)
+        .unwrap();
+    assert_eq!(
+        pretty(&out.output("out")),
+        "\
++---------------+------------+--------+-------+-------+-------------+----------+---------+----------------------+
+| ts            | auth       | userId | level | state | song        | duration | _offset | event_time           |
++---------------+------------+--------+-------+-------+-------------+----------+---------+----------------------+
+| 1793491200000 | Logged In  | 1      | paid  | NY    | Summer Love | 200.5    | 0       | 2026-11-01T00:00:00Z |
+| 1793491200000 | Logged Out |        | free  |       |             |          | 4       | 2026-11-01T00:00:00Z |
++---------------+------------+--------+-------+-------+-------------+----------+---------+----------------------+"
+    );
+    let reasons: Vec<String> = out
+        .output("rejects")
+        .iter()
+        .flat_map(|b| {
+            b.string_column("_reject_reason")
+                .unwrap()
+                .iter()
+                .map(|r| r.unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let offsets: Vec<i64> = out
+        .output("rejects")
+        .iter()
+        .flat_map(|b| b.i64_column("_offset").unwrap().values().to_vec())
+        .collect();
+    assert_eq!(offsets, vec![1, 2, 3, 5, 6]);
+    assert_eq!(
+        reasons,
+        vec![
+            "missing_ts",
+            "ts_out_of_range",
+            "missing_user_id",
+            "negative_duration",
+            "duplicate"
+        ]
+    );
+}
+
+#[test]
+fn the_window_and_rules_are_configurable() {
+    let batch = batch_from_json(
+        listen_schema(),
+        &[
+            r#"{"ts":1000,"auth":"Logged In","level":"FREE","_offset":0}"#,
+            r#"{"ts":1000,"auth":"Logged In","level":"FREE","_offset":1}"#,
+        ],
+    )
+    .unwrap();
+    let config = r#"{"min_ts_ms": 0, "user_required_for": [], "lowercase": [], "dedupe": false}"#;
+    let out = Harness::<Clean>::new(config)
+        .unwrap()
+        .process(&batch)
+        .unwrap();
+    assert_eq!(out.rows("out"), 2);
+    assert_eq!(out.rows("rejects"), 0);
+    assert!(
+        out.output("out")[0]
+            .string_column("level")
+            .unwrap()
+            .iter()
+            .all(|l| l == Some("FREE"))
+    );
+    assert!(
+        Harness::<Clean>::new(r#"{"min_ts": 0}"#).is_err(),
+        "unknown options are refused"
+    );
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# README command 2 (and CI): set up and run every check and test.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+cd "$SLUICE_ROOT"
+bash scripts/setup.sh
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== plugins for wasm32-wasip2"
+bash scripts/build-plugins.sh
+
+echo "== Rust tests (unit, SDK harness, runtime, end to end)"
+cargo test --workspace
+
+echo "== independent reader (pyarrow) over a lake the binary wrote"
+venv="$SLUICE_CACHE/venv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -c "import pyarrow, pytest" 2>/dev/null || "$venv/bin/pip" install --quiet -r tests/interop/requirements.txt
+SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice" "$venv/bin/python" -m pytest -q tests/interop
+
+echo "== quick benchmark (figures for the log; never fails on timing)"
+bash bench/run.sh --quick
