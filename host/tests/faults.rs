@@ -83,3 +83,16 @@ fn unbounded_allocation_is_stopped_by_the_memory_limit() {
 fn a_returned_error_fails_only_its_batch() {
     assert_one_batch_failed("error", "{}", "faulty plugin refuses this batch");
 }
+
+#[test]
+fn a_plugin_cannot_read_files_open_sockets_or_see_the_clock() {
+    let (silver, rejected, reasons, _) = run_faulty("escape", "{}");
+    assert_eq!(silver + rejected, 20_000);
+    let reason = &reasons[0];
+    assert!(
+        reason.contains("file: denied")
+            && reason.contains("net: denied")
+            && reason.contains("clock: Some(0)"),
+        "{reason}"
+    );
+}

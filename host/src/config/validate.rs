@@ -265,6 +265,7 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
     }
 
     if !problems.is_empty() {
+        problems.sort_by_key(|p| p.line);
         return Err(ConfigErrors(problems));
     }
     Ok(LoadedPipeline {

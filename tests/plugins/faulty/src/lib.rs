@@ -1,5 +1,7 @@
 //! Passes batches through, except the batch that holds `_offset == trigger_offset`, on which it
-//! does what `mode` says: `panic`, `loop` (forever), `alloc` (without bound) or `error`.
+//! does what `mode` says: `panic`, `loop` (forever), `alloc` (without bound), `error`, or
+//! `escape` (tries to read a host file, open a socket and read the clock, and reports what
+//! it got as its error).
 use serde::Deserialize;
 use sluice_sdk::prelude::*;
 
@@ -17,7 +19,7 @@ pub struct Faulty {
 impl Plugin for Faulty {
     fn init(config: &Config) -> Result<Self, PluginError> {
         let config: FaultyConfig = config.parse()?;
-        if !["panic", "loop", "alloc", "error"].contains(&config.mode.as_str()) {
+        if !["panic", "loop", "alloc", "error", "escape"].contains(&config.mode.as_str()) {
             return Err(PluginError::Config(format!(
                 "unknown mode `{}`",
                 config.mode
@@ -49,6 +51,21 @@ impl Plugin for Faulty {
                         hoard.push(vec![1u8; 1 << 20]);
                         std::hint::black_box(&hoard);
                     }
+                }
+                "escape" => {
+                    let file = std::fs::read_to_string("/etc/hostname")
+                        .map(|_| "read /etc/hostname".to_string());
+                    let net = std::net::TcpStream::connect("127.0.0.1:22")
+                        .map(|_| "connected".to_string());
+                    let clock = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs());
+                    return Err(PluginError::other(format!(
+                        "file: {}; net: {}; clock: {:?}",
+                        file.unwrap_or_else(|e| format!("denied ({e})")),
+                        net.unwrap_or_else(|e| format!("denied ({e})")),
+                        clock.ok()
+                    )));
                 }
                 _ => return Err(PluginError::other("faulty plugin refuses this batch")),
             }
