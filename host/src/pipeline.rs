@@ -168,7 +168,9 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
         if raw.position.is_some() {
             position = raw.position.clone();
         }
-        if raw.position.is_some() && consumed - committed >= config.lake.commit_rows {
+        let due = consumed - committed >= config.lake.commit_rows
+            || run.lake.buffered_bytes() as u64 >= config.lake.max_buffer_mb << 20;
+        if raw.position.is_some() && due {
             epoch += 1;
             run.commit(
                 epoch,

@@ -135,6 +135,9 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
     if config.lake.commit_rows == 0 {
         problems.push(at("lake.commit_rows", "must be at least 1".into()));
     }
+    if config.lake.max_buffer_mb == 0 {
+        problems.push(at("lake.max_buffer_mb", "must be at least 1".into()));
+    }
     if !(1..=22).contains(&config.lake.zstd_level) {
         problems.push(at(
             "lake.zstd_level",

@@ -158,6 +158,14 @@ impl LakeWriter {
         self.open.values().map(|f| f.rows).sum()
     }
 
+    /// Memory held by open files: encoders in progress plus encoded row groups.
+    pub fn buffered_bytes(&self) -> usize {
+        self.open
+            .values()
+            .map(|f| f.writer.memory_size() + f.writer.bytes_written())
+            .sum()
+    }
+
     /// Adds a batch to `<layer>/<table>/`, split by `partitioning`.
     pub fn write(
         &mut self,

@@ -5,6 +5,7 @@
 //! `negative_duration`, `duplicate`.
 use serde::Deserialize;
 use sluice_sdk::arrow_array::TimestampMillisecondArray;
+use sluice_sdk::arrow_array::builder::StringBuilder;
 use sluice_sdk::arrow_row::{RowConverter, SortField};
 use sluice_sdk::prelude::*;
 use std::collections::HashSet;
@@ -61,7 +62,8 @@ impl Clean {
         }
     }
 
-    /// Trims every string column and applies the configured case.
+    /// Trims every string column and applies the configured case. A column whose values are
+    /// all normalised already is passed on as it is, without a copy.
     fn normalise(&self, batch: &RecordBatch) -> Result<RecordBatch, PluginError> {
         let schema = batch.schema();
         let columns = schema
@@ -70,19 +72,7 @@ impl Clean {
             .zip(batch.columns())
             .map(|(field, column)| match field.data_type() {
                 DataType::Utf8 if !field.name().starts_with('_') => {
-                    let case = self.case_of(field.name());
-                    let values: StringArray = column
-                        .as_string::<i32>()
-                        .iter()
-                        .map(|v| {
-                            v.map(|s| match case {
-                                Case::Keep => s.trim().to_string(),
-                                Case::Lower => s.trim().to_lowercase(),
-                                Case::Upper => s.trim().to_uppercase(),
-                            })
-                        })
-                        .collect();
-                    Arc::new(values) as ArrayRef
+                    normalise_strings(column, self.case_of(field.name()))
                 }
                 _ => column.clone(),
             })
@@ -132,6 +122,38 @@ impl Clean {
             })
             .collect())
     }
+}
+
+fn normalised(value: &str, case: Case) -> std::borrow::Cow<'_, str> {
+    let trimmed = value.trim();
+    let changes_case = match case {
+        Case::Keep => false,
+        Case::Lower => trimmed.chars().any(char::is_uppercase),
+        Case::Upper => trimmed.chars().any(char::is_lowercase),
+    };
+    match (changes_case, case) {
+        (false, _) | (true, Case::Keep) => std::borrow::Cow::Borrowed(trimmed),
+        (true, Case::Lower) => std::borrow::Cow::Owned(trimmed.to_lowercase()),
+        (true, Case::Upper) => std::borrow::Cow::Owned(trimmed.to_uppercase()),
+    }
+}
+
+fn normalise_strings(column: &ArrayRef, case: Case) -> ArrayRef {
+    let strings = column.as_string::<i32>();
+    let unchanged = strings.iter().flatten().all(
+        |v| matches!(normalised(v, case), std::borrow::Cow::Borrowed(n) if n.len() == v.len()),
+    );
+    if unchanged {
+        return column.clone();
+    }
+    let mut builder = StringBuilder::with_capacity(strings.len(), strings.value_data().len());
+    for value in strings.iter() {
+        match value {
+            Some(v) => builder.append_value(normalised(v, case)),
+            None => builder.append_null(),
+        }
+    }
+    Arc::new(builder.finish())
 }
 
 /// Marks every row that repeats an earlier row of the batch on all data columns.
