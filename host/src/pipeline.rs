@@ -12,6 +12,8 @@ use arrow::record_batch::RecordBatch;
 use sluice_sdk::{OUT, REJECTS};
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -60,27 +62,30 @@ impl RunSummary {
 struct Stage {
     config: StageConfig,
     runtime: WasmStage,
-    partitioning: Partitioning,
+    partitioning: Arc<Partitioning>,
 }
 
 struct Run<'a> {
-    io: tokio::runtime::Runtime,
     loaded: &'a LoadedPipeline,
-    lake: LakeWriter,
+    sink: SinkThread,
+    /// Rows sent to the sink since the last commit.
+    uncommitted_rows: u64,
     stages: Vec<Stage>,
     decoder: JsonDecoder,
-    bronze: Option<Partitioning>,
+    bronze: Option<Arc<Partitioning>>,
     dead: Vec<DeadLetter>,
     /// Totals of the last commit before this run; a commit records these plus this run's.
     base_totals: BTreeMap<String, u64>,
     summary: RunSummary,
 }
 
-/// Runs a pipeline on the calling thread until its source is exhausted.
+/// Runs a pipeline until its source is exhausted.
 ///
-/// The work (decoding, plugins, Parquet encoding) is synchronous and CPU-bound; only lake I/O
-/// is async, driven by a small runtime of its own. Plugins must not run on a tokio worker:
-/// WASI's synchronous bindings block on their own futures.
+/// Three threads share the work: the source thread produces raw batches; the calling thread
+/// decodes them and runs the plugins; the sink thread partitions, encodes Parquet and does the
+/// lake I/O (on a small tokio runtime of its own). Bounded channels between them are the back
+/// pressure. Plugins must not run on a tokio worker: WASI's synchronous bindings block on
+/// their own futures.
 pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, PipelineError> {
     let config = &loaded.config;
     let started = Instant::now();
@@ -108,10 +113,10 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
                 reason: e.reason,
             })?;
         }
-        let partitioning = Partitioning {
+        let partitioning = Arc::new(Partitioning {
             keys: stage.partition_by.clone(),
             event_time: config.event_time.clone(),
-        };
+        });
         tracing::info!(stage = %stage.name, plugin = %runtime.info().name, version = %runtime.info().version, "stage ready");
         stages.push(Stage {
             config: stage.clone(),
@@ -138,15 +143,17 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
     let resumed_at = last.as_ref().map_or(0, |l| l.records);
     let mut epoch = last.as_ref().map_or(0, |l| l.epoch);
     let mut run = Run {
-        io,
         loaded,
-        lake,
+        sink: SinkThread::spawn(lake, io),
+        uncommitted_rows: 0,
         stages,
         decoder: JsonDecoder::new(loaded.schemas.clone()),
         base_totals: last.map(|l| l.totals).unwrap_or_default(),
-        bronze: config.bronze.as_ref().map(|b| Partitioning {
-            keys: b.partition_by.clone(),
-            event_time: config.event_time.clone(),
+        bronze: config.bronze.as_ref().map(|b| {
+            Arc::new(Partitioning {
+                keys: b.partition_by.clone(),
+                event_time: config.event_time.clone(),
+            })
         }),
         dead: Vec::new(),
         summary: RunSummary {
@@ -169,7 +176,7 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
             position = raw.position.clone();
         }
         let due = consumed - committed >= config.lake.commit_rows
-            || run.lake.buffered_bytes() as u64 >= config.lake.max_buffer_mb << 20;
+            || run.sink.buffered_bytes() >= config.lake.max_buffer_mb << 20;
         if raw.position.is_some() && due {
             epoch += 1;
             run.commit(
@@ -187,10 +194,11 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
     }
     // End of a finite source: the watermark goes to +∞ so stateful stages emit what is open.
     run.end_of_input()?;
-    if consumed > committed || run.lake.buffered_rows() > 0 || !run.dead.is_empty() {
+    if consumed > committed || run.uncommitted_rows > 0 || !run.dead.is_empty() {
         epoch += 1;
         run.commit(epoch, committed, consumed, position.unwrap_or_default())?;
     }
+    run.sink.finish()?;
     if options.progress {
         eprint!("\r\x1b[2K");
     }
@@ -231,12 +239,30 @@ impl Run<'_> {
         let Some(batch) = decoded.batch else {
             return Ok(());
         };
-        if let Some(partitioning) = &self.bronze {
-            self.lake
-                .write("bronze", &raw.topic, &batch, partitioning)?;
-            *self.summary.layers.entry("bronze".into()).or_default() += batch.num_rows() as u64;
+        if let Some(partitioning) = self.bronze.clone() {
+            self.write("bronze", &raw.topic, batch.clone(), partitioning)?;
         }
         self.flow(0, &raw.topic, batch)
+    }
+
+    /// Hands a batch to the sink thread for `<layer>/<table>/`.
+    fn write(
+        &mut self,
+        layer: &str,
+        table: &str,
+        batch: RecordBatch,
+        partitioning: Arc<Partitioning>,
+    ) -> Result<(), PipelineError> {
+        let rows = batch.num_rows() as u64;
+        self.sink.send(SinkCommand::Write {
+            layer: layer.to_string(),
+            table: table.to_string(),
+            batch,
+            partitioning,
+        })?;
+        *self.summary.layers.entry(layer.to_string()).or_default() += rows;
+        self.uncommitted_rows += rows;
+        Ok(())
     }
 
     fn add_dead(&mut self, letters: Vec<DeadLetter>) {
@@ -312,9 +338,8 @@ impl Run<'_> {
                 (None, other) => (Some(stage_name.clone()), other.to_string()),
             };
             if let Some(layer) = layer {
-                self.lake
-                    .write(&layer, &table, &batch, &stage.partitioning)?;
-                *self.summary.layers.entry(layer).or_default() += batch.num_rows() as u64;
+                let partitioning = stage.partitioning.clone();
+                self.write(&layer, &table, batch.clone(), partitioning)?;
             }
             onward.push((index + 1, table, batch));
         }
@@ -342,10 +367,10 @@ impl Run<'_> {
     ) -> Result<(), PipelineError> {
         if !self.dead.is_empty() {
             let letters = std::mem::take(&mut self.dead);
-            let partitioning = Partitioning {
+            let partitioning = Arc::new(Partitioning {
                 keys: vec!["stage".into()],
                 event_time: String::new(),
-            };
+            });
             let mut by_topic: BTreeMap<String, Vec<DeadLetter>> = BTreeMap::new();
             for letter in letters {
                 by_topic
@@ -354,12 +379,14 @@ impl Run<'_> {
                     .push(letter);
             }
             for (topic, letters) in by_topic {
-                self.lake.write(
-                    dead_letter::LAYER,
-                    &topic,
-                    &dead_letter::to_batch(&letters),
-                    &partitioning,
-                )?;
+                let batch = dead_letter::to_batch(&letters);
+                let partitioning = partitioning.clone();
+                self.sink.send(SinkCommand::Write {
+                    layer: dead_letter::LAYER.to_string(),
+                    table: topic,
+                    batch,
+                    partitioning,
+                })?;
             }
         }
         let mut state = BTreeMap::new();
@@ -384,17 +411,12 @@ impl Run<'_> {
             totals: self.totals(),
             state,
         };
-        let record = self.io.block_on(self.lake.commit(
+        self.sink.send(SinkCommand::Commit {
             record,
-            committed,
-            consumed.saturating_sub(1),
-        ))?;
-        tracing::debug!(
-            epoch,
-            files = record.files.len(),
-            records = consumed,
-            "committed"
-        );
+            first: committed,
+            last: consumed.saturating_sub(1),
+        })?;
+        self.uncommitted_rows = 0;
         self.summary.commits += 1;
         Ok(())
     }
@@ -438,6 +460,98 @@ impl Run<'_> {
             rejects
         );
         let _ = err.flush();
+    }
+}
+
+/// What the pipeline thread asks of the sink thread.
+enum SinkCommand {
+    Write {
+        layer: String,
+        table: String,
+        batch: RecordBatch,
+        partitioning: Arc<Partitioning>,
+    },
+    /// Close every open file and commit them with this record (see `sink::lake`).
+    Commit {
+        record: CommitRecord,
+        first: u64,
+        last: u64,
+    },
+}
+
+/// Partitioning and Parquet encoding run on their own thread, so they overlap with decoding
+/// and plugins. The bounded channel is the back pressure: a slow lake slows the pipeline.
+struct SinkThread {
+    commands: Option<std::sync::mpsc::SyncSender<SinkCommand>>,
+    buffered: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<Result<(), LakeError>>>,
+}
+
+impl SinkThread {
+    fn spawn(mut lake: LakeWriter, io: tokio::runtime::Runtime) -> Self {
+        let (commands, receiver) = std::sync::mpsc::sync_channel::<SinkCommand>(8);
+        let buffered = Arc::new(AtomicU64::new(0));
+        let published = buffered.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-sink".into())
+            .spawn(move || {
+                for command in receiver {
+                    match command {
+                        SinkCommand::Write {
+                            layer,
+                            table,
+                            batch,
+                            partitioning,
+                        } => {
+                            lake.write(&layer, &table, &batch, &partitioning)?;
+                            published.store(lake.buffered_bytes() as u64, Ordering::Relaxed);
+                        }
+                        SinkCommand::Commit {
+                            record,
+                            first,
+                            last,
+                        } => {
+                            let record = io.block_on(lake.commit(record, first, last))?;
+                            published.store(0, Ordering::Relaxed);
+                            tracing::debug!(
+                                epoch = record.epoch,
+                                files = record.files.len(),
+                                records = record.records,
+                                "committed"
+                            );
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .expect("spawning the sink thread");
+        SinkThread {
+            commands: Some(commands),
+            buffered,
+            thread: Some(thread),
+        }
+    }
+
+    fn buffered_bytes(&self) -> u64 {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    fn send(&mut self, command: SinkCommand) -> Result<(), PipelineError> {
+        let sent = self
+            .commands
+            .as_ref()
+            .is_some_and(|c| c.send(command).is_ok());
+        if sent { Ok(()) } else { self.finish() }
+    }
+
+    /// Waits until everything sent is written and committed; the sink's error, if it failed.
+    fn finish(&mut self) -> Result<(), PipelineError> {
+        self.commands = None;
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(error))) => Err(error.into()),
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        }
     }
 }
 

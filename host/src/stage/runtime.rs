@@ -229,11 +229,14 @@ fn compile_cached(path: &Path, bytes: &[u8], sha256: &str) -> Result<Component, 
     unsafe { Component::deserialize(engine, &compiled) }.map_err(compile_error)
 }
 
+/// `$SLUICE_CACHE/wasm`, by default `~/.cache/sluice/wasm` (the scripts' cache root).
 fn cache_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR") {
-        return Some(PathBuf::from(dir).join("wasm"));
-    }
-    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/sluice/wasm"))
+    let root = std::env::var_os("SLUICE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/sluice"))
+        })?;
+    Some(root.join("wasm"))
 }
 
 /// Refuses components built for another contract version, with a message that says so.
