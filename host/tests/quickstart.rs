@@ -186,3 +186,45 @@ fn gen_writes_one_jsonl_file_per_topic() {
     }
     assert_eq!(total, 5000, "{stdout}");
 }
+
+#[test]
+fn open_files_are_bounded_by_committing_early() {
+    // Fifty records an hour apart, one per batch, with room for one open file (each costs about
+    // 1 MiB of buffers). The sink reports its size asynchronously: the pipeline can be the
+    // channel's depth (8) plus the write in progress and the one being sent ahead of it, so a
+    // commit holds at most ~11 files here, not 50.
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..50)
+        .map(|h| {
+            format!(
+                r#"{{"ts":{},"sessionId":{h}}}"#,
+                1_793_491_200_000i64 + h * 3_600_000
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("auth_events.jsonl"), lines.join("\n")).unwrap();
+    let pipeline = dir.path().join("p.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "name: bounded\nsource:\n  files:\n    paths: [\"{0}/*.jsonl\"]\nbatch_rows: 1\nlake:\n  uri: file://{0}/lake\n  max_buffer_mb: 1\nbronze:\n  partition_by: [date, hour]\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    assert_success(&sluice(&["run", pipeline.to_str().unwrap()], &[]));
+    let commits = dir.path().join("lake/_commits/bounded");
+    let mut files_per_commit = Vec::new();
+    for entry in std::fs::read_dir(&commits).unwrap() {
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        files_per_commit.push(record["files"].as_array().unwrap().len());
+    }
+    assert!(files_per_commit.len() >= 5, "{files_per_commit:?}");
+    assert!(
+        files_per_commit.iter().all(|&n| n <= 12),
+        "{files_per_commit:?}"
+    );
+    assert_eq!(files_per_commit.iter().sum::<usize>(), 50);
+    assert_eq!(rows(&read_layer(&dir.path().join("lake"), "bronze")), 50);
+}

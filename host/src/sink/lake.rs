@@ -325,7 +325,8 @@ fn commit_path(pipeline: &str, epoch: u64) -> String {
 /// A partition directory (`k=v/k=v`) and its rows; `None` means the whole batch.
 type PartitionRows = (String, Option<Vec<u32>>);
 
-/// Splits a batch by partition directory.
+/// Splits a batch by partition directory. Rows are grouped by integer codes; a directory name
+/// is formatted once per group, not once per row.
 fn partition(
     batch: &RecordBatch,
     partitioning: &Partitioning,
@@ -334,65 +335,99 @@ fn partition(
         return Ok(vec![(String::new(), None)]);
     }
     let rows = batch.num_rows();
-    let event_ms = event_millis(batch, &partitioning.event_time);
-    let mut values: Vec<Vec<String>> = Vec::with_capacity(partitioning.keys.len());
+    // `group[row]` identifies the combination of key values seen so far; `paths[group]` holds
+    // the directory of each combination.
+    let mut group = vec![0u32; rows];
+    let mut paths: Vec<String> = vec![String::new()];
     for key in &partitioning.keys {
-        let column: Vec<String> = match key.as_str() {
-            "date" | "hour" => {
-                let format = if key == "date" { "%Y-%m-%d" } else { "%H" };
-                let mut cache: HashMap<i64, String> = HashMap::new();
-                (0..rows)
-                    .map(|i| match event_ms.as_ref().and_then(|ms| ms[i]) {
-                        Some(ms) => cache
-                            .entry(ms.div_euclid(3_600_000))
-                            .or_insert_with(|| {
-                                chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        let (codes, values) = key_codes(batch, key, &partitioning.event_time)?;
+        let mut combined: HashMap<(u32, u32), u32> = HashMap::new();
+        let mut next_paths = Vec::new();
+        for (g, code) in group.iter_mut().zip(codes) {
+            *g = *combined.entry((*g, code)).or_insert_with(|| {
+                let parent = &paths[*g as usize];
+                let value = &values[code as usize];
+                next_paths.push(if parent.is_empty() {
+                    format!("{key}={value}")
+                } else {
+                    format!("{parent}/{key}={value}")
+                });
+                (next_paths.len() - 1) as u32
+            });
+        }
+        paths = next_paths;
+    }
+    if paths.len() == 1 {
+        return Ok(vec![(paths.pop().expect("one group"), None)]);
+    }
+    let mut indices: Vec<Vec<u32>> = vec![Vec::new(); paths.len()];
+    for (row, g) in group.iter().enumerate() {
+        indices[*g as usize].push(row as u32);
+    }
+    let mut parts: Vec<PartitionRows> = paths
+        .into_iter()
+        .zip(indices)
+        .map(|(dir, rows)| (dir, Some(rows)))
+        .collect();
+    parts.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(parts)
+}
+
+/// One small integer per row for a partition key, and the directory value of each integer.
+fn key_codes(
+    batch: &RecordBatch,
+    key: &str,
+    event_time: &str,
+) -> Result<(Vec<u32>, Vec<String>), LakeError> {
+    let rows = batch.num_rows();
+    let mut values: Vec<String> = Vec::new();
+    let mut codes = Vec::with_capacity(rows);
+    match key {
+        "date" | "hour" => {
+            let (unit, format) = if key == "date" {
+                (86_400_000, "%Y-%m-%d")
+            } else {
+                (3_600_000, "%H")
+            };
+            let mut seen: HashMap<Option<i64>, u32> = HashMap::new();
+            let millis = event_millis(batch, event_time);
+            for row in 0..rows {
+                let ms = millis.as_ref().and_then(|ms| ms[row]);
+                let code = *seen
+                    .entry(ms.map(|ms| ms.div_euclid(unit)))
+                    .or_insert_with(|| {
+                        values.push(
+                            ms.and_then(chrono::DateTime::from_timestamp_millis)
+                                .map_or_else(
                                     || NULL_PARTITION.to_string(),
                                     |t| t.format(format).to_string(),
-                                )
-                            })
-                            .clone(),
-                        None => NULL_PARTITION.to_string(),
-                    })
-                    .collect()
+                                ),
+                        );
+                        (values.len() - 1) as u32
+                    });
+                codes.push(code);
             }
-            column => match batch.column_by_name(column) {
-                None => vec![NULL_PARTITION.to_string(); rows],
-                Some(array) => {
-                    let strings = arrow::compute::cast(array, &DataType::Utf8)?;
-                    let strings = strings.as_string::<i32>();
-                    (0..rows)
-                        .map(|i| {
-                            if strings.is_null(i) {
-                                NULL_PARTITION.to_string()
-                            } else {
-                                sanitize(strings.value(i))
-                            }
-                        })
-                        .collect()
+        }
+        column => match batch.column_by_name(column) {
+            None => {
+                values.push(NULL_PARTITION.to_string());
+                codes.resize(rows, 0);
+            }
+            Some(array) => {
+                let strings = arrow::compute::cast(array, &DataType::Utf8)?;
+                let strings = strings.as_string::<i32>();
+                let mut seen: HashMap<Option<&str>, u32> = HashMap::new();
+                for value in strings.iter() {
+                    let code = *seen.entry(value).or_insert_with(|| {
+                        values.push(value.map_or_else(|| NULL_PARTITION.to_string(), sanitize));
+                        (values.len() - 1) as u32
+                    });
+                    codes.push(code);
                 }
-            },
-        };
-        values.push(column);
+            }
+        },
     }
-    let mut groups: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for row in 0..rows {
-        let dir = partitioning
-            .keys
-            .iter()
-            .zip(&values)
-            .map(|(k, v)| format!("{k}={}", v[row]))
-            .collect::<Vec<_>>()
-            .join("/");
-        groups.entry(dir).or_default().push(row as u32);
-    }
-    if groups.len() == 1 {
-        return Ok(vec![(groups.into_keys().next().expect("one group"), None)]);
-    }
-    Ok(groups
-        .into_iter()
-        .map(|(dir, rows)| (dir, Some(rows)))
-        .collect())
+    Ok((codes, values))
 }
 
 /// Epoch milliseconds of each row from an Int64 or Timestamp(ms) column.

@@ -276,6 +276,7 @@ pub struct EventGenerator {
     users: Vec<User>,
     schedule: BinaryHeap<Reverse<(i64, usize)>>,
     next_session_id: i64,
+    next_user_id: i64,
     /// Serialised records waiting to be handed out, with their topic.
     ready: VecDeque<(Topic, Vec<u8>)>,
     spare: Vec<Vec<u8>>,
@@ -292,38 +293,16 @@ impl EventGenerator {
         let mut users = Vec::with_capacity(config.users as usize);
         let mut schedule = BinaryHeap::new();
         for i in 0..config.users as usize {
-            let female = rng.chance(0.5);
             let registered = rng.chance(0.9);
-            users.push(User {
-                id: 1000 + i as i64,
-                first: if female {
-                    FIRST_NAMES_F[rng.below(FIRST_NAMES_F.len())]
-                } else {
-                    FIRST_NAMES_M[rng.below(FIRST_NAMES_M.len())]
-                },
-                last: LAST_NAMES[rng.below(LAST_NAMES.len())],
-                gender: if female { "F" } else { "M" },
-                level: if rng.chance(0.25) {
-                    Level::Paid
-                } else {
-                    Level::Free
-                },
-                registration: registered
-                    .then(|| config.start_ms - rng.between(MINUTE, 365 * 24 * 60 * MINUTE)),
-                city: rng.below(CITIES.len()),
-                agent: rng.below(USER_AGENTS.len()),
-                logged_in: false,
-                in_session: false,
-                session_id: 0,
-                item: 0,
-                remaining: 0,
-                next_pages: VecDeque::new(),
-            });
+            let registration =
+                registered.then(|| config.start_ms - rng.between(MINUTE, 365 * 24 * 60 * MINUTE));
+            users.push(new_user(&mut rng, 1000 + i as i64, registration));
             schedule.push(Reverse((
                 config.start_ms + rng.between(0, 6 * 60 * MINUTE),
                 i,
             )));
         }
+        let next_user_id = 1000 + users.len() as i64;
         EventGenerator {
             config: config.clone(),
             rng,
@@ -331,6 +310,7 @@ impl EventGenerator {
             users,
             schedule,
             next_session_id: 1,
+            next_user_id,
             ready: VecDeque::new(),
             spare: Vec::new(),
             emitted: 0,
@@ -481,7 +461,15 @@ impl EventGenerator {
             }
             "Submit Upgrade" => user.level = Level::Paid,
             "Submit Downgrade" => user.level = Level::Free,
-            "Cancellation Confirmation" => return true, // churned: never scheduled again
+            "Cancellation Confirmation" => {
+                // Churned for good. A newcomer takes the slot, as EventSim keeps users arriving:
+                // activity stays steady over long runs, and registrations keep happening.
+                self.users[u] = new_user(&mut self.rng, self.next_user_id, None);
+                self.next_user_id += 1;
+                let arrival = ts + SESSION_GAP + self.rng.between(MINUTE, 24 * 60 * MINUTE);
+                self.schedule.push(Reverse((arrival, u)));
+                return true;
+            }
             _ => {}
         }
         user.remaining = user.remaining.saturating_sub(1);
@@ -497,6 +485,34 @@ impl EventGenerator {
         };
         self.schedule.push(Reverse((next, u)));
         true
+    }
+}
+
+fn new_user(rng: &mut Rng, id: i64, registration: Option<i64>) -> User {
+    let female = rng.chance(0.5);
+    User {
+        id,
+        first: if female {
+            FIRST_NAMES_F[rng.below(FIRST_NAMES_F.len())]
+        } else {
+            FIRST_NAMES_M[rng.below(FIRST_NAMES_M.len())]
+        },
+        last: LAST_NAMES[rng.below(LAST_NAMES.len())],
+        gender: if female { "F" } else { "M" },
+        level: if rng.chance(0.25) {
+            Level::Paid
+        } else {
+            Level::Free
+        },
+        registration,
+        city: rng.below(CITIES.len()),
+        agent: rng.below(USER_AGENTS.len()),
+        logged_in: false,
+        in_session: false,
+        session_id: 0,
+        item: 0,
+        remaining: 0,
+        next_pages: VecDeque::new(),
     }
 }
 
@@ -758,5 +774,49 @@ mod tests {
             }
         }
         assert_eq!(topics.len(), 4, "all four topics appear: {topics:?}");
+    }
+
+    #[test]
+    fn churned_users_are_replaced_by_newcomers_who_register() {
+        let config = GeneratorConfig {
+            events: 200_000,
+            users: 50,
+            dirty_rate: 0.0,
+            ..Default::default()
+        };
+        let records = records(&config);
+        let pages = |page: &str| {
+            records
+                .iter()
+                .filter(|(t, r)| *t == Topic::PageView && r["page"] == page)
+                .count()
+        };
+        assert!(pages("Cancellation Confirmation") > 0);
+        assert!(
+            pages("Submit Registration") > pages("Cancellation Confirmation"),
+            "newcomers register"
+        );
+        let newcomer = records
+            .iter()
+            .filter_map(|(_, r)| r["userId"].as_i64())
+            .max()
+            .unwrap();
+        assert!(newcomer >= 1050, "user ids beyond the initial 50 appear");
+        // Activity does not die out: the last tenth of the records spans no more simulated time
+        // than the first tenth did, give or take.
+        let ts: Vec<i64> = records
+            .iter()
+            .map(|(_, r)| r["ts"].as_i64().unwrap())
+            .filter(|t| *t < 7_000_000_000_000)
+            .collect();
+        let tenth = ts.len() / 10;
+        let (first, last) = (
+            ts[tenth] - ts[0],
+            ts[ts.len() - 1] - ts[ts.len() - 1 - tenth],
+        );
+        assert!(
+            last < first * 3,
+            "first tenth spans {first} ms, last tenth {last} ms"
+        );
     }
 }
