@@ -101,17 +101,18 @@ pub fn eventsim(topic: &str) -> Option<SchemaRef> {
         ("registration", Int64),
     ];
     let song: &[(&str, DataType)] = &[("artist", Utf8), ("song", Utf8), ("duration", Float64)];
+    let session = [
+        ("ts", Int64),
+        ("sessionId", Int64),
+        ("auth", Utf8),
+        ("level", Utf8),
+        ("itemInSession", Int32),
+    ];
     let mut fields: Vec<(&str, DataType)> = Vec::new();
     match topic {
         "listen_events" => {
             fields.extend_from_slice(song);
-            fields.extend([
-                ("ts", Int64),
-                ("sessionId", Int64),
-                ("auth", Utf8),
-                ("level", Utf8),
-                ("itemInSession", Int32),
-            ]);
+            fields.extend_from_slice(&session);
             fields.extend_from_slice(location);
             fields.extend_from_slice(user);
         }
@@ -142,13 +143,7 @@ pub fn eventsim(topic: &str) -> Option<SchemaRef> {
             fields.push(("success", Boolean));
         }
         "status_change_events" => {
-            fields.extend([
-                ("ts", Int64),
-                ("sessionId", Int64),
-                ("auth", Utf8),
-                ("level", Utf8),
-                ("itemInSession", Int32),
-            ]);
+            fields.extend_from_slice(&session);
             fields.extend_from_slice(location);
             fields.extend_from_slice(user);
         }

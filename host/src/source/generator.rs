@@ -407,33 +407,18 @@ impl EventGenerator {
         }
         let user = &self.users[u];
         for topic in records {
-            let dirty = if self.rng.chance(self.config.dirty_rate) {
+            let mut dirty = Dirt::None;
+            let mut copies = 1;
+            if self.rng.chance(self.config.dirty_rate) {
                 match self.rng.below(4) {
-                    0 if auth == "Logged In" => Dirt::NoUserId,
-                    1 if topic == Topic::Listen => Dirt::NegativeDuration,
-                    0..=2 => Dirt::FutureTs,
-                    _ => {
-                        // An exact duplicate, as an at-least-once producer would send.
-                        let record = Record {
-                            topic,
-                            ts,
-                            user,
-                            page,
-                            auth,
-                            level,
-                            song: song_index.map(|i| &self.songs[i]),
-                            success,
-                            dirty: Dirt::None,
-                        };
-                        let mut buffer = self.spare.pop().unwrap_or_default();
-                        write_json(&mut buffer, &record);
-                        self.ready.push_back((topic, buffer));
-                        Dirt::None
-                    }
+                    0 if auth == "Logged In" => dirty = Dirt::NoUserId,
+                    1 if topic == Topic::Listen => dirty = Dirt::NegativeDuration,
+                    0..=2 => dirty = Dirt::FutureTs,
+                    // An exact duplicate, as an at-least-once producer would send.
+                    _ => copies = 2,
                 }
-            } else {
-                Dirt::None
-            };
+            }
+            let song = song_index.map(|i| &self.songs[i]);
             let record = Record {
                 topic,
                 ts,
@@ -441,13 +426,15 @@ impl EventGenerator {
                 page,
                 auth,
                 level,
-                song: song_index.map(|i| &self.songs[i]),
+                song,
                 success,
                 dirty,
             };
-            let mut buffer = self.spare.pop().unwrap_or_default();
-            write_json(&mut buffer, &record);
-            self.ready.push_back((topic, buffer));
+            for _ in 0..copies {
+                let mut buffer = self.spare.pop().unwrap_or_default();
+                write_json(&mut buffer, &record);
+                self.ready.push_back((topic, buffer));
+            }
         }
 
         // The user's state after the page, and when they act next.
