@@ -63,6 +63,10 @@ struct Stage {
     config: StageConfig,
     runtime: WasmStage,
     partitioning: Arc<Partitioning>,
+    /// The latest event time among rows that reached this stage.
+    max_event_time: Option<i64>,
+    /// The last watermark sent to the plugin.
+    watermark: Option<i64>,
 }
 
 struct Run<'a> {
@@ -95,6 +99,10 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
         .map_err(PipelineError::Runtime)?;
     let lake = LakeWriter::new(&LakeUri::parse(&config.lake.uri)?, config.lake.zstd_level)?;
     let last = io.block_on(lake.recover(&config.name))?;
+    let snapshots = match &last {
+        Some(record) => io.block_on(lake.read_state(record))?,
+        None => BTreeMap::new(),
+    };
 
     let mut stages = Vec::new();
     for (stage, path) in config.stages.iter().zip(&loaded.plugin_paths) {
@@ -107,7 +115,7 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
             &config_json,
             stage.topics.clone(),
         )?;
-        if let Some(state) = last.as_ref().and_then(|l| l.state.get(&stage.name)) {
+        if let Some(state) = snapshots.get(&stage.name) {
             runtime.restore(state).map_err(|e| PipelineError::Restore {
                 stage: stage.name.clone(),
                 reason: e.reason,
@@ -115,13 +123,21 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
         }
         let partitioning = Arc::new(Partitioning {
             keys: stage.partition_by.clone(),
-            event_time: config.event_time.clone(),
+            event_time: stage
+                .event_time
+                .clone()
+                .unwrap_or_else(|| config.event_time.clone()),
         });
+        let max_event_time = last
+            .as_ref()
+            .and_then(|l| l.event_times.get(&stage.name).copied());
         tracing::info!(stage = %stage.name, plugin = %runtime.info().name, version = %runtime.info().version, "stage ready");
         stages.push(Stage {
             config: stage.clone(),
             runtime,
             partitioning,
+            max_event_time,
+            watermark: None,
         });
     }
 
@@ -172,6 +188,7 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
         consumed += raw.len() as u64;
         run.summary.records += raw.len() as u64;
         run.process(&raw)?;
+        run.advance_watermarks()?;
         if raw.position.is_some() {
             position = raw.position.clone();
         }
@@ -287,6 +304,9 @@ impl Run<'_> {
                 pending.push((index + 1, topic, batch));
                 continue;
             }
+            if let Some(latest) = max_event_time(&batch, &self.loaded.config.event_time) {
+                stage.max_event_time = Some(stage.max_event_time.map_or(latest, |m| m.max(latest)));
+            }
             let outputs = stage.runtime.process(&batch);
             let routed = self.route(index, &topic, outputs, Some(batch))?;
             // Keep batch order: later outputs are pushed first so the first is processed first.
@@ -346,14 +366,42 @@ impl Run<'_> {
         Ok(onward)
     }
 
+    /// Sends each stage whose watermark advanced its new watermark — the latest event time
+    /// that reached it minus the allowed lateness — and passes on what that closes. Watermarks
+    /// are assigned per stage, from the rows that reach it, so rows an earlier stage rejected
+    /// (an impossible timestamp, say) cannot push event time forward.
+    fn advance_watermarks(&mut self) -> Result<(), PipelineError> {
+        let lateness = self.loaded.config.allowed_lateness_ms;
+        for index in 0..self.stages.len() {
+            let stage = &self.stages[index];
+            let Some(latest) = stage.max_event_time else {
+                continue;
+            };
+            let watermark = latest.saturating_sub(lateness);
+            if stage.watermark.is_some_and(|w| w >= watermark) {
+                continue;
+            }
+            self.send_watermark(index, watermark)?;
+        }
+        Ok(())
+    }
+
+    fn send_watermark(&mut self, index: usize, watermark: i64) -> Result<(), PipelineError> {
+        let stage = &mut self.stages[index];
+        stage.watermark = Some(watermark);
+        let name = stage.config.name.clone();
+        let outputs = stage.runtime.on_watermark(watermark);
+        let onward = self.route(index, &name, outputs, None)?;
+        for (next, table, batch) in onward {
+            self.flow(next, &table, batch)?;
+        }
+        Ok(())
+    }
+
+    /// End of a finite source: the watermark goes to +∞ so stateful stages emit all they hold.
     fn end_of_input(&mut self) -> Result<(), PipelineError> {
         for index in 0..self.stages.len() {
-            let name = self.stages[index].config.name.clone();
-            let outputs = self.stages[index].runtime.on_watermark(i64::MAX);
-            let onward = self.route(index, &name, outputs, None)?;
-            for (next, table, batch) in onward {
-                self.flow(next, &table, batch)?;
-            }
+            self.send_watermark(index, i64::MAX)?;
         }
         Ok(())
     }
@@ -389,8 +437,12 @@ impl Run<'_> {
                 })?;
             }
         }
-        let mut state = BTreeMap::new();
+        let mut snapshots = BTreeMap::new();
+        let mut event_times = BTreeMap::new();
         for stage in &mut self.stages {
+            if let Some(latest) = stage.max_event_time {
+                event_times.insert(stage.config.name.clone(), latest);
+            }
             if stage.runtime.info().stateful {
                 let snapshot = stage
                     .runtime
@@ -399,7 +451,7 @@ impl Run<'_> {
                         stage: stage.config.name.clone(),
                         reason: e.reason,
                     })?;
-                state.insert(stage.config.name.clone(), snapshot);
+                snapshots.insert(stage.config.name.clone(), snapshot);
             }
         }
         let record = CommitRecord {
@@ -409,10 +461,12 @@ impl Run<'_> {
             position,
             files: vec![],
             totals: self.totals(),
-            state,
+            state: BTreeMap::new(),
+            event_times,
         };
         self.sink.send(SinkCommand::Commit {
             record,
+            snapshots,
             first: committed,
             last: consumed.saturating_sub(1),
         })?;
@@ -474,6 +528,7 @@ enum SinkCommand {
     /// Close every open file and commit them with this record (see `sink::lake`).
     Commit {
         record: CommitRecord,
+        snapshots: BTreeMap<String, Vec<u8>>,
         first: u64,
         last: u64,
     },
@@ -508,10 +563,12 @@ impl SinkThread {
                         }
                         SinkCommand::Commit {
                             record,
+                            snapshots,
                             first,
                             last,
                         } => {
-                            let record = io.block_on(lake.commit(record, first, last))?;
+                            let record =
+                                io.block_on(lake.commit(record, snapshots, first, last))?;
                             published.store(0, Ordering::Relaxed);
                             tracing::debug!(
                                 epoch = record.epoch,
@@ -552,6 +609,20 @@ impl SinkThread {
             Some(Ok(Err(error))) => Err(error.into()),
             Some(Err(panic)) => std::panic::resume_unwind(panic),
         }
+    }
+}
+
+/// The latest event time (epoch ms) in a batch's Int64 or Timestamp(ms) column.
+fn max_event_time(batch: &RecordBatch, column: &str) -> Option<i64> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
+    let array = batch.column_by_name(column)?;
+    match array.data_type() {
+        DataType::Int64 => arrow::compute::max(array.as_primitive::<Int64Type>()),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            arrow::compute::max(array.as_primitive::<TimestampMillisecondType>())
+        }
+        _ => None,
     }
 }
 

@@ -18,6 +18,10 @@ pub struct PipelineConfig {
     /// The epoch-milliseconds column that `date` and `hour` partitions derive from.
     #[serde(default = "default_event_time")]
     pub event_time: String,
+    /// How far behind the latest event time a record may arrive and still count: each stage's
+    /// watermark is the latest event time that reached it minus this.
+    #[serde(default = "default_allowed_lateness_ms")]
+    pub allowed_lateness_ms: i64,
     pub lake: LakeConfig,
     /// Writes decoded source records, as raw as possible, to the `bronze` layer.
     #[serde(default)]
@@ -28,6 +32,10 @@ pub struct PipelineConfig {
 
 fn default_batch_rows() -> usize {
     8192
+}
+
+fn default_allowed_lateness_ms() -> i64 {
+    60_000
 }
 
 fn default_event_time() -> String {
@@ -159,6 +167,10 @@ pub struct LayerConfig {
     /// Hive partition keys: `date` and `hour` (from the event time) or column names.
     #[serde(default)]
     pub partition_by: Vec<String>,
+    /// The column `date`/`hour` partitions of this stage's outputs derive from (default: the
+    /// pipeline's `event_time`), e.g. `session_start` for sessions.
+    #[serde(default)]
+    pub event_time: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,4 +192,8 @@ pub struct StageConfig {
     pub layer: Option<String>,
     #[serde(default)]
     pub partition_by: Vec<String>,
+    /// The column `date`/`hour` partitions of this stage's outputs derive from (default: the
+    /// pipeline's `event_time`), e.g. `session_start` for sessions.
+    #[serde(default)]
+    pub event_time: Option<String>,
 }

@@ -126,6 +126,9 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
             ),
         ));
     }
+    if config.allowed_lateness_ms < 0 {
+        problems.push(at("allowed_lateness_ms", "must not be negative".into()));
+    }
     if config.batch_rows == 0 {
         problems.push(at("batch_rows", "must be at least 1".into()));
     }

@@ -104,9 +104,13 @@ pub struct CommitRecord {
     pub files: Vec<CommittedFile>,
     /// Running totals since the pipeline first started (rows per layer, rejects per reason).
     pub totals: BTreeMap<String, u64>,
-    /// Snapshots of stateful stages, by stage name (base64-free: raw bytes as an array).
+    /// Where each stateful stage's snapshot lives (`_state/…`), by stage name. The snapshot
+    /// files are staged and renamed with the data files, so state and output always match.
     #[serde(default)]
-    pub state: BTreeMap<String, Vec<u8>>,
+    pub state: BTreeMap<String, String>,
+    /// Per stage, the latest event time that had reached it: its watermark resumes from here.
+    #[serde(default)]
+    pub event_times: BTreeMap<String, i64>,
 }
 
 struct OpenFile {
@@ -224,6 +228,7 @@ impl LakeWriter {
     pub async fn commit(
         &mut self,
         mut record: CommitRecord,
+        snapshots: BTreeMap<String, Vec<u8>>,
         first: u64,
         last: u64,
     ) -> Result<CommitRecord, LakeError> {
@@ -240,6 +245,27 @@ impl LakeWriter {
                 path: format!("{dir}/part-{first:012}-{last:012}.parquet"),
                 layer: file.layer,
                 rows: file.rows,
+            });
+        }
+        for (stage, snapshot) in snapshots {
+            let staged = format!("{staging}/state-{stage}.bin");
+            let path = format!(
+                "_state/{}/{:010}/{stage}.bin",
+                record.pipeline, record.epoch
+            );
+            let rows = snapshot.len() as u64;
+            self.store
+                .put(
+                    &StorePath::from(staged.as_str()),
+                    PutPayload::from(snapshot),
+                )
+                .await?;
+            record.state.insert(stage, path.clone());
+            files.push(CommittedFile {
+                staged,
+                path,
+                layer: "_state".into(),
+                rows,
             });
         }
         record.files = files;
@@ -278,6 +304,24 @@ impl LakeWriter {
             }
         }
         Ok(())
+    }
+
+    /// The stage snapshots a commit record points to.
+    pub async fn read_state(
+        &self,
+        record: &CommitRecord,
+    ) -> Result<BTreeMap<String, Vec<u8>>, LakeError> {
+        let mut state = BTreeMap::new();
+        for (stage, path) in &record.state {
+            let bytes = self
+                .store
+                .get(&StorePath::from(path.as_str()))
+                .await?
+                .bytes()
+                .await?;
+            state.insert(stage.clone(), bytes.to_vec());
+        }
+        Ok(state)
     }
 
     /// Completes the last commit of `pipeline` after a crash and removes uncommitted staging
