@@ -25,7 +25,16 @@ pub fn summary_table(summary: &RunSummary) -> String {
     );
     let _ = writeln!(out);
     let _ = writeln!(out, "  {:<40} {:>12}", "layer", "rows");
-    for (layer, rows) in &summary.layers {
+    // Medallion order first, then any other layer by name.
+    let rank = |layer: &str| {
+        ["bronze", "silver", "gold"]
+            .iter()
+            .position(|l| *l == layer)
+            .unwrap_or(3)
+    };
+    let mut layers: Vec<_> = summary.layers.iter().collect();
+    layers.sort_by_key(|(layer, _)| (rank(layer), layer.as_str()));
+    for (layer, rows) in layers {
         let _ = writeln!(out, "  {layer:<40} {rows:>12}");
     }
     let rejects: u64 = summary.rejects.values().sum();

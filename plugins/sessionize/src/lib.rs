@@ -1,0 +1,315 @@
+//! `sessionize`: per-user event-time sessions with an inactivity gap (default 30 minutes).
+//!
+//! Input: events with `userId` and `ts` (epoch ms), optionally `page`, `duration`, `level`,
+//! `city`, `state`. Events without a user are not part of any user session and are ignored.
+//! Output `sessions`: one row per closed session, emitted when the watermark passes the
+//! session's last event plus the gap (so no event that could still extend it is outstanding).
+//! Events older than the watermark are rejected with reason `late`. Input may be out of order
+//! within the allowed lateness: an event can extend a session backwards or join two.
+//! State: only the open sessions (bounded by active users, not by history).
+use serde::{Deserialize, Serialize};
+use sluice_sdk::arrow_array::builder::{
+    Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
+use sluice_sdk::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub const SESSIONS: &str = "sessions";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionizeConfig {
+    /// Inactivity that ends a session, in milliseconds.
+    pub gap_ms: i64,
+}
+
+impl Default for SessionizeConfig {
+    fn default() -> Self {
+        SessionizeConfig {
+            gap_ms: 30 * 60 * 1000,
+        }
+    }
+}
+
+/// A session being built: aggregates plus the attributes of its first and last event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub user: i64,
+    pub start: i64,
+    pub end: i64,
+    pub events: i64,
+    pub songs: i64,
+    pub listen_seconds: f64,
+    pub level_start: Option<String>,
+    pub level_end: Option<String>,
+    pub city: Option<String>,
+    pub state: Option<String>,
+    pub first_page: Option<String>,
+    pub last_page: Option<String>,
+}
+
+impl Session {
+    fn merge(&mut self, other: Session) {
+        if other.start < self.start {
+            self.start = other.start;
+            self.level_start = other.level_start;
+            self.city = other.city;
+            self.state = other.state;
+            self.first_page = other.first_page;
+        }
+        if other.end >= self.end {
+            self.end = other.end;
+            self.level_end = other.level_end;
+            self.last_page = other.last_page;
+        }
+        self.events += other.events;
+        self.songs += other.songs;
+        self.listen_seconds += other.listen_seconds;
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    /// Open sessions per user, sorted by start and more than a gap apart.
+    open: BTreeMap<i64, Vec<Session>>,
+    watermark: Option<i64>,
+}
+
+pub struct Sessionize {
+    config: SessionizeConfig,
+    state: State,
+}
+
+fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a StringArray> {
+    batch
+        .column_by_name(name)
+        .filter(|c| c.data_type() == &DataType::Utf8)
+        .map(|c| c.as_string::<i32>())
+}
+
+fn value(column: Option<&StringArray>, row: usize) -> Option<String> {
+    column
+        .filter(|c| c.is_valid(row))
+        .map(|c| c.value(row).to_string())
+}
+
+impl Sessionize {
+    /// Adds one event, merging every open session of the user it falls within a gap of.
+    fn add(&mut self, event: Session) {
+        let gap = self.config.gap_ms;
+        let sessions = self.state.open.entry(event.user).or_default();
+        let mut merged = event;
+        sessions.retain(|s| {
+            let touches = merged.start <= s.end + gap && s.start <= merged.end + gap;
+            if touches {
+                merged.merge(s.clone());
+            }
+            !touches
+        });
+        let at = sessions.partition_point(|s| s.start < merged.start);
+        sessions.insert(at, merged);
+    }
+
+    /// Removes and returns the sessions no event at or after `watermark` can extend.
+    fn close(&mut self, watermark: i64) -> Vec<Session> {
+        let gap = self.config.gap_ms;
+        let mut closed = Vec::new();
+        self.state.open.retain(|_, sessions| {
+            sessions.retain(|s| {
+                let done = watermark == i64::MAX || s.end.saturating_add(gap) < watermark;
+                if done {
+                    closed.push(s.clone());
+                }
+                !done
+            });
+            !sessions.is_empty()
+        });
+        closed.sort_by_key(|s| (s.start, s.user));
+        closed
+    }
+
+    pub fn open_sessions(&self) -> usize {
+        self.state.open.values().map(Vec::len).sum()
+    }
+}
+
+pub fn sessions_batch(sessions: &[Session]) -> Result<RecordBatch, PluginError> {
+    let n = sessions.len();
+    let mut user = Int64Builder::with_capacity(n);
+    let mut start = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut end = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut duration = Float64Builder::with_capacity(n);
+    let (mut events, mut songs) = (
+        Int64Builder::with_capacity(n),
+        Int64Builder::with_capacity(n),
+    );
+    let mut listen = Float64Builder::with_capacity(n);
+    let mut texts: Vec<StringBuilder> = (0..6)
+        .map(|_| StringBuilder::with_capacity(n, n * 8))
+        .collect();
+    for s in sessions {
+        user.append_value(s.user);
+        start.append_value(s.start);
+        end.append_value(s.end);
+        duration.append_value((s.end - s.start) as f64 / 1000.0);
+        events.append_value(s.events);
+        songs.append_value(s.songs);
+        listen.append_value(s.listen_seconds);
+        for (builder, text) in texts.iter_mut().zip([
+            &s.level_start,
+            &s.level_end,
+            &s.city,
+            &s.state,
+            &s.first_page,
+            &s.last_page,
+        ]) {
+            builder.append_option(text.as_deref());
+        }
+    }
+    let utc = DataType::Timestamp(
+        sluice_sdk::arrow_schema::TimeUnit::Millisecond,
+        Some("UTC".into()),
+    );
+    let mut fields = vec![
+        Field::new("userId", DataType::Int64, false),
+        Field::new("session_start", utc.clone(), false),
+        Field::new("session_end", utc, false),
+        Field::new("duration_s", DataType::Float64, false),
+        Field::new("events", DataType::Int64, false),
+        Field::new("songs", DataType::Int64, false),
+        Field::new("listen_seconds", DataType::Float64, false),
+    ];
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(user.finish()),
+        Arc::new(start.finish()),
+        Arc::new(end.finish()),
+        Arc::new(duration.finish()),
+        Arc::new(events.finish()),
+        Arc::new(songs.finish()),
+        Arc::new(listen.finish()),
+    ];
+    for (name, mut builder) in [
+        "level_start",
+        "level_end",
+        "city",
+        "state",
+        "first_page",
+        "last_page",
+    ]
+    .into_iter()
+    .zip(texts)
+    {
+        fields.push(Field::new(name, DataType::Utf8, true));
+        columns.push(Arc::new(builder.finish()));
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+impl Plugin for Sessionize {
+    fn init(config: &Config) -> Result<Self, PluginError> {
+        let config: SessionizeConfig = config.parse()?;
+        if config.gap_ms <= 0 {
+            return Err(PluginError::Config("gap_ms must be positive".into()));
+        }
+        Ok(Sessionize {
+            config,
+            state: State::default(),
+        })
+    }
+
+    fn inputs(&self) -> Vec<String> {
+        vec!["userId".into(), "ts".into()]
+    }
+
+    fn stateful(&self) -> bool {
+        true
+    }
+
+    fn process(&mut self, batch: RecordBatch, out: &mut Outputs) -> Result<(), PluginError> {
+        let users = batch.i64_column("userId")?;
+        let ts = batch.i64_column("ts")?;
+        let (page, level, city, state) = (
+            strings(&batch, "page"),
+            strings(&batch, "level"),
+            strings(&batch, "city"),
+            strings(&batch, "state"),
+        );
+        let song = strings(&batch, "song");
+        let duration = batch
+            .column_by_name("duration")
+            .filter(|c| c.data_type() == &DataType::Float64)
+            .map(|c| c.as_primitive::<sluice_sdk::arrow_array::types::Float64Type>());
+        let mut late: Vec<u32> = Vec::new();
+        for row in 0..batch.num_rows() {
+            if users.is_null(row) || ts.is_null(row) {
+                continue;
+            }
+            let t = ts.value(row);
+            if self.state.watermark.is_some_and(|w| t < w) {
+                late.push(row as u32);
+                continue;
+            }
+            // A song is played on `NextSong` pages (page_view_events) or by any listen event.
+            let played = match page {
+                Some(p) => p.is_valid(row) && p.value(row) == "NextSong",
+                None => song.is_some_and(|s| s.is_valid(row)),
+            };
+            let seconds = duration
+                .filter(|d| played && d.is_valid(row))
+                .map_or(0.0, |d| d.value(row));
+            let level = value(level, row);
+            let page = value(page, row);
+            self.add(Session {
+                user: users.value(row),
+                start: t,
+                end: t,
+                events: 1,
+                songs: played as i64,
+                listen_seconds: seconds,
+                level_start: level.clone(),
+                level_end: level,
+                city: value(city, row),
+                state: value(state, row),
+                first_page: page.clone(),
+                last_page: page,
+            });
+        }
+        if !late.is_empty() {
+            let reasons = vec!["late".to_string(); late.len()];
+            let rows = sluice_sdk::arrow_select::take::take_record_batch(
+                &batch,
+                &sluice_sdk::arrow_array::UInt32Array::from(late),
+            )?;
+            out.reject(rows, reasons)?;
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, event_time_ms: i64, out: &mut Outputs) -> Result<(), PluginError> {
+        if self.state.watermark.is_some_and(|w| w >= event_time_ms) {
+            return Ok(());
+        }
+        self.state.watermark = Some(event_time_ms);
+        let closed = self.close(event_time_ms);
+        if !closed.is_empty() {
+            out.emit(SESSIONS, sessions_batch(&closed)?);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, PluginError> {
+        serde_json::to_vec(&self.state).map_err(|e| PluginError::State(e.to_string()))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), PluginError> {
+        self.state =
+            serde_json::from_slice(state).map_err(|e| PluginError::State(e.to_string()))?;
+        Ok(())
+    }
+}
+
+sluice_sdk::export_plugin!(Sessionize);
