@@ -4,7 +4,7 @@ set -euo pipefail
 . "$(dirname "$0")/env.sh"
 cd "$SLUICE_ROOT"
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-plugins=(clean paid-only sessionize faulty)
+plugins=(clean paid-only sessionize kpis faulty)
 cargo build --profile plugin --target wasm32-wasip2 $(printf -- '-p %s ' "${plugins[@]}")
 mkdir -p "$SLUICE_PLUGIN_DIR"
 for p in "${plugins[@]}"; do

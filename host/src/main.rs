@@ -83,6 +83,12 @@ fn try_main() -> Result<()> {
             let summary = run(&loaded, &options)
                 .with_context(|| format!("pipeline {} failed", pipeline.display()))?;
             print!("{}", summary_table(&summary));
+            if let Ok(sluice::sink::lake::LakeUri::Local(root)) =
+                sluice::sink::lake::LakeUri::parse(&loaded.config.lake.uri)
+                && let Some(headline) = sluice::report::headline(&root)
+            {
+                print!("{headline}");
+            }
             Ok(())
         }
         Command::Gen {

@@ -307,7 +307,7 @@ impl Run<'_> {
             if let Some(latest) = max_event_time(&batch, &self.loaded.config.event_time) {
                 stage.max_event_time = Some(stage.max_event_time.map_or(latest, |m| m.max(latest)));
             }
-            let outputs = stage.runtime.process(&batch);
+            let outputs = stage.runtime.process(&topic, &batch);
             let routed = self.route(index, &topic, outputs, Some(batch))?;
             // Keep batch order: later outputs are pushed first so the first is processed first.
             pending.extend(routed.into_iter().rev());
@@ -351,12 +351,19 @@ impl Run<'_> {
                 continue;
             }
             let stage = &self.stages[index];
+            // `out` keeps the batch's table (topic); any other output is a table of its own.
             let (layer, table) = match (&stage.config.layer, name.as_str()) {
                 (Some(layer), OUT) => (Some(layer.clone()), topic.to_string()),
                 (Some(layer), other) => (Some(layer.clone()), other.to_string()),
                 (None, OUT) => (None, topic.to_string()),
                 (None, other) => (Some(stage_name.clone()), other.to_string()),
             };
+            let written = stage
+                .config
+                .write
+                .as_ref()
+                .is_none_or(|w| w.contains(&name));
+            let layer = layer.filter(|_| written);
             if let Some(layer) = layer {
                 let partitioning = stage.partitioning.clone();
                 self.write(&layer, &table, batch.clone(), partitioning)?;

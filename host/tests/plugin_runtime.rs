@@ -40,7 +40,7 @@ fn clean_wasm_runs_through_the_host_runtime() {
     let mut stage = load_plugin("clean", "{}", Limits::default()).unwrap();
     assert_eq!(stage.info().name, "clean");
     assert_eq!(stage.info().inputs, vec!["ts".to_string()]);
-    let outputs = stage.process(&events()).unwrap();
+    let outputs = stage.process("listen_events", &events()).unwrap();
     let out: Vec<_> = outputs
         .iter()
         .filter(|(n, _)| n == "out")
@@ -81,7 +81,7 @@ fn a_batch_without_the_declared_input_column_fails_with_the_column_name() {
         vec![Arc::new(Int64Array::from(vec![1]))],
     )
     .unwrap();
-    let error = stage.process(&batch).unwrap_err();
+    let error = stage.process("events", &batch).unwrap_err();
     assert_eq!(error.stage, "clean");
     assert!(
         error.reason.contains("input column `ts` is missing"),

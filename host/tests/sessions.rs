@@ -43,7 +43,10 @@ fn truth(lake: &Path) -> Sessions {
 }
 
 fn found(lake: &Path) -> Sessions {
-    let gold = read_layer(lake, "gold");
+    let gold = parquet_files(&lake.join("gold/sessions"))
+        .iter()
+        .flat_map(|f| read_parquet(f))
+        .collect::<Vec<_>>();
     let mut sessions = Sessions::new();
     for batch in &gold {
         let start = batch
@@ -69,7 +72,7 @@ fn pipeline(dir: &Path, source: &str, extra: &str) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "name: sessions\nsource:\n{source}\nbatch_rows: 2048\n{extra}lake:\n  uri: file://{0}/lake\n  commit_rows: 40000\nstages:\n  - name: clean\n    plugin: {1}/clean.wasm\n    layer: silver\n  - name: sessionize\n    plugin: {1}/sessionize.wasm\n    topics: [page_view_events]\n    layer: gold\n    partition_by: [date]\n    event_time: session_start\n",
+            "name: sessions\nsource:\n{source}\nbatch_rows: 2048\n{extra}lake:\n  uri: file://{0}/lake\n  commit_rows: 40000\nstages:\n  - name: clean\n    plugin: {1}/clean.wasm\n    layer: silver\n  - name: sessionize\n    plugin: {1}/sessionize.wasm\n    topics: [page_view_events]\n    layer: gold\n    write: [sessions]\n    partition_by: [date]\n    event_time: session_start\n",
             dir.display(),
             plugin_dir()
         ),

@@ -29,6 +29,15 @@ impl<P: Plugin> Harness<P> {
         roundtrip(out)
     }
 
+    /// Processes a batch tagged with its table name, as the host sends it.
+    pub fn process_topic(
+        &mut self,
+        topic: &str,
+        batch: &RecordBatch,
+    ) -> Result<Outputs, PluginError> {
+        self.process(&crate::with_topic(batch, topic))
+    }
+
     pub fn on_watermark(&mut self, event_time_ms: i64) -> Result<Outputs, PluginError> {
         let mut out = Outputs::new();
         self.plugin.on_watermark(event_time_ms, &mut out)?;

@@ -53,10 +53,32 @@ pub const OUT: &str = "out";
 pub const REJECTS: &str = "rejects";
 /// The column that says why a row was rejected.
 pub const REJECT_REASON_COLUMN: &str = "_reject_reason";
+/// Schema metadata key under which the host names the table (topic) of each input batch.
+pub const TOPIC_METADATA: &str = "sluice.topic";
+
+/// The table (topic) the host says an input batch belongs to, e.g. `listen_events`.
+pub fn topic_of(batch: &arrow_array::RecordBatch) -> Option<&str> {
+    batch
+        .schema_ref()
+        .metadata()
+        .get(TOPIC_METADATA)
+        .map(String::as_str)
+}
+
+/// Tags a batch with its table name, as the host does before calling a plugin.
+pub fn with_topic(batch: &arrow_array::RecordBatch, topic: &str) -> arrow_array::RecordBatch {
+    let mut metadata = batch.schema_ref().metadata().clone();
+    metadata.insert(TOPIC_METADATA.to_string(), topic.to_string());
+    let schema = std::sync::Arc::new(batch.schema_ref().as_ref().clone().with_metadata(metadata));
+    batch
+        .clone()
+        .with_schema(schema)
+        .expect("only metadata changed")
+}
 
 /// What most plugins need in scope.
 pub mod prelude {
-    pub use crate::{BatchExt, Config, Outputs, Plugin, PluginError, PluginInfo};
+    pub use crate::{BatchExt, Config, Outputs, Plugin, PluginError, PluginInfo, topic_of};
     pub use arrow_array::cast::AsArray;
     pub use arrow_array::{
         Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch,

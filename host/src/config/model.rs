@@ -187,9 +187,14 @@ pub struct StageConfig {
     /// Topics this stage applies to; others pass through unchanged. Default: all.
     #[serde(default)]
     pub topics: Option<Vec<String>>,
-    /// Writes the stage's `out` to this lake layer (e.g. `silver`).
+    /// Writes the stage's outputs to this lake layer (e.g. `silver`): `out` under the
+    /// batch's topic, any other named output (`sessions`, …) as a table of that name.
     #[serde(default)]
     pub layer: Option<String>,
+    /// Only these outputs are written to the layer (default: all); every output still flows
+    /// on to the next stage.
+    #[serde(default)]
+    pub write: Option<Vec<String>>,
     #[serde(default)]
     pub partition_by: Vec<String>,
     /// The column `date`/`hour` partitions of this stage's outputs derive from (default: the

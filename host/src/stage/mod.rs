@@ -109,10 +109,13 @@ impl WasmStage {
     }
 
     /// Runs one batch through the plugin: named outputs, or an error for the whole batch.
+    /// The batch is tagged with its table name (`sluice.topic` schema metadata).
     pub fn process(
         &mut self,
+        topic: &str,
         batch: &RecordBatch,
     ) -> Result<Vec<(String, RecordBatch)>, StageError> {
+        let batch = &sluice_sdk::with_topic(batch, topic);
         let schema = batch.schema();
         if let Some(missing) = self
             .instance

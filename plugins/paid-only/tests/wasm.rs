@@ -11,7 +11,7 @@ fn paid_only_wasm_filters_in_the_sandbox() {
     let batch = batch_from_json(schema, &[r#"{"level":"free"}"#, r#"{"level":"paid"}"#]).unwrap();
     let mut stage = load_plugin("paid_only", "", Limits::default()).unwrap();
     assert_eq!(stage.info().name, "paid-only");
-    let outputs = stage.process(&batch).unwrap();
+    let outputs = stage.process("events", &batch).unwrap();
     assert_eq!(outputs.len(), 1);
     assert_eq!(outputs[0].0, "out");
     assert_eq!(

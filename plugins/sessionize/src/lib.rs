@@ -4,6 +4,7 @@
 //! `city`, `state`. Events without a user are not part of any user session and are ignored.
 //! Output `sessions`: one row per closed session, emitted when the watermark passes the
 //! session's last event plus the gap (so no event that could still extend it is outstanding).
+//! Every other input row is passed on unchanged on `out`, so later stages see the events too.
 //! Events older than the watermark are rejected with reason `late`. Input may be out of order
 //! within the allowed lateness: an event can extend a session backwards or join two.
 //! State: only the open sessions (bounded by active users, not by history).
@@ -277,6 +278,18 @@ impl Plugin for Sessionize {
                 first_page: page.clone(),
                 last_page: page,
             });
+        }
+        // Events flow on (to a KPI stage, say): the stage only adds sessions. Late ones are
+        // rejected instead, so each input row goes exactly one way.
+        if late.is_empty() {
+            out.out(batch.clone());
+        } else {
+            let keep: BooleanArray = {
+                let mut keep = vec![true; batch.num_rows()];
+                late.iter().for_each(|&r| keep[r as usize] = false);
+                keep.into_iter().map(Some).collect()
+            };
+            out.out(filter_record_batch(&batch, &keep)?);
         }
         if !late.is_empty() {
             let reasons = vec!["late".to_string(); late.len()];

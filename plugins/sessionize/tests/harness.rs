@@ -58,6 +58,7 @@ fn sessions_close_when_the_watermark_passes_the_gap() {
         ]))
         .unwrap();
     assert_eq!(out.rows(SESSIONS), 0, "nothing closes without a watermark");
+    assert_eq!(out.rows("out"), 5, "events pass through");
     // At minute 36 user 1's first session (ended minute 5) is closed, user 2's (minute 3) too.
     let closed = h.on_watermark(T0 + 36 * MIN).unwrap();
     assert_eq!(
@@ -91,6 +92,11 @@ fn an_out_of_order_event_bridges_two_sessions_and_late_events_are_rejected() {
         .unwrap();
     let rejects = late.output("rejects");
     assert_eq!(late.rows("rejects"), 1);
+    assert_eq!(
+        late.rows("out"),
+        1,
+        "the on-time event passes through, the late one does not"
+    );
     assert_eq!(
         rejects[0].string_column("_reject_reason").unwrap().value(0),
         "late"
