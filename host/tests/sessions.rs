@@ -1,6 +1,7 @@
 //! Sessionization end to end against EventSim's ground truth: the sessions found equal the
 //! generator's `sessionId` grouping (same count, same boundaries, same event counts) — in
-//! order, across batch boundaries, shuffled within the allowed lateness, and after a crash.
+//! order, across batch boundaries, shuffled within the allowed lateness, and after a crash
+//! (where every gold KPI table must also equal an uninterrupted run's).
 mod common;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::TimestampMillisecondType;
@@ -67,12 +68,35 @@ fn found(lake: &Path) -> Sessions {
     sessions
 }
 
+/// Every gold table but sessions, each as its sorted rows (JSON): what a dashboard would read.
+fn kpi_tables(lake: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut tables = BTreeMap::new();
+    for entry in std::fs::read_dir(lake.join("gold")).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "sessions" {
+            continue;
+        }
+        let mut rows = Vec::new();
+        for batch in parquet_files(&dir).iter().flat_map(|f| read_parquet(f)) {
+            let mut json = Vec::new();
+            let mut writer = arrow::json::LineDelimitedWriter::new(&mut json);
+            writer.write(&batch).unwrap();
+            writer.finish().unwrap();
+            rows.extend(String::from_utf8(json).unwrap().lines().map(str::to_string));
+        }
+        rows.sort();
+        tables.insert(name, rows);
+    }
+    tables
+}
+
 fn pipeline(dir: &Path, source: &str, extra: &str) -> std::path::PathBuf {
     let path = dir.join("p.yaml");
     std::fs::write(
         &path,
         format!(
-            "name: sessions\nsource:\n{source}\nbatch_rows: 2048\n{extra}lake:\n  uri: file://{0}/lake\n  commit_rows: 40000\nstages:\n  - name: clean\n    plugin: {1}/clean.wasm\n    layer: silver\n  - name: sessionize\n    plugin: {1}/sessionize.wasm\n    topics: [page_view_events]\n    layer: gold\n    write: [sessions]\n    partition_by: [date]\n    event_time: session_start\n",
+            "name: sessions\nsource:\n{source}\nbatch_rows: 2048\n{extra}lake:\n  uri: file://{0}/lake\n  commit_rows: 40000\nstages:\n  - name: clean\n    plugin: {1}/clean.wasm\n    layer: silver\n  - name: sessionize\n    plugin: {1}/sessionize.wasm\n    topics: [page_view_events]\n    layer: gold\n    write: [sessions]\n    partition_by: [date]\n    event_time: session_start\n  - name: kpis\n    plugin: {1}/kpis.wasm\n    layer: gold\n",
             dir.display(),
             plugin_dir()
         ),
@@ -174,6 +198,13 @@ fn killed_and_restarted_the_sessions_equal_an_uninterrupted_run() {
     assert_success(&sluice(&["run", "--quiet", p.to_str().unwrap()], &[]));
     let expected = found(&whole.path().join("lake"));
     assert!(expected.len() > 1000, "{} sessions", expected.len());
+    let expected_kpis = kpi_tables(&whole.path().join("lake"));
+    assert_eq!(expected_kpis.len(), 7, "{:?}", expected_kpis.keys());
+    assert!(
+        expected_kpis["subscriptions_per_day"].len() > 2,
+        "several days: {:?}",
+        expected_kpis["subscriptions_per_day"]
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), "  generator: {events: 300000, users: 500}", "");
@@ -204,4 +235,14 @@ fn killed_and_restarted_the_sessions_equal_an_uninterrupted_run() {
     let stdout = assert_success(&sluice(&["run", "--quiet", p.to_str().unwrap()], &[]));
     assert!(stdout.contains("resumed after"), "{stdout}");
     assert_eq!(found(&dir.path().join("lake")), expected);
+    let restarted = kpi_tables(&dir.path().join("lake"));
+    for (table, rows) in &expected_kpis {
+        let got = restarted.get(table).cloned().unwrap_or_default();
+        let missing: Vec<&String> = rows.iter().filter(|r| !got.contains(r)).collect();
+        let extra: Vec<&String> = got.iter().filter(|r| !rows.contains(r)).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{table} after the crash: missing {missing:#?}\nextra {extra:#?}"
+        );
+    }
 }
