@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark: generator → JSON → Arrow → clean.wasm → zstd Parquet, no servers.
+# Benchmark: the quickstart chain (generator → JSON → Arrow → bronze → clean.wasm → silver →
+# sessionize.wasm → kpis.wasm → gold, zstd Parquet), no servers.
 #   bench/run.sh [EVENTS]     release build, default 1,000,000 events
 #   bench/run.sh --quick      the test build, 200,000 events: figures for the CI log only
 # Prints events/s and events/s per core, with a baseline from the same run (the generator
@@ -37,7 +38,7 @@ gen_eps=$(awk -v n="$events" -v s="$gen_s" 'BEGIN { printf "%d", n / s }')
 lake_mb=$(du -sm "$work/lake" | cut -f1)
 echo "sluice bench ($profile build, $events events, $cores cores, $(uname -m))"
 cat "$work/summary.txt"
-printf 'pipeline (gen -> JSON -> Arrow -> clean.wasm -> zstd Parquet): %s events/s, %s events/s per core, %s s wall\n' "$eps" "$((eps / cores))" "$run_s"
+printf 'pipeline (quickstart chain: gen -> JSON -> Arrow -> bronze -> clean -> silver -> sessionize -> kpis -> gold, zstd Parquet): %s events/s, %s events/s per core, %s s wall\n' "$eps" "$((eps / cores))" "$run_s"
 printf 'baseline (generator -> JSON lines only):                       %s events/s; pipeline/baseline = %s\n' "$gen_eps" "$(awk -v a="$eps" -v b="$gen_eps" 'BEGIN { printf "%.2f", a / b }')"
 echo "peak RSS: ${peak_kb:-?} KiB; lake size: ${lake_mb} MiB"
 mkdir -p "$SLUICE_CACHE/bench"
