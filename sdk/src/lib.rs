@@ -29,6 +29,7 @@ pub mod ipc;
 mod outputs;
 mod plugin;
 pub mod rejects;
+pub mod state;
 
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]

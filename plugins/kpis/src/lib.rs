@@ -440,12 +440,11 @@ impl Plugin for Kpis {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, PluginError> {
-        serde_json::to_vec(&self.state).map_err(|e| PluginError::State(e.to_string()))
+        sluice_sdk::state::encode(&self.state)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), PluginError> {
-        self.state =
-            serde_json::from_slice(state).map_err(|e| PluginError::State(e.to_string()))?;
+        self.state = sluice_sdk::state::decode(state)?;
         Ok(())
     }
 }
