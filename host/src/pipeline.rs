@@ -619,18 +619,9 @@ impl SinkThread {
     }
 }
 
-/// The latest event time (epoch ms) in a batch's Int64 or Timestamp(ms) column.
+/// The latest event time (epoch ms) in a batch.
 fn max_event_time(batch: &RecordBatch, column: &str) -> Option<i64> {
-    use arrow::array::AsArray;
-    use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
-    let array = batch.column_by_name(column)?;
-    match array.data_type() {
-        DataType::Int64 => arrow::compute::max(array.as_primitive::<Int64Type>()),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            arrow::compute::max(array.as_primitive::<TimestampMillisecondType>())
-        }
-        _ => None,
-    }
+    arrow::compute::max(&crate::sink::lake::epoch_millis(batch, column)?)
 }
 
 /// Groups reasons for the summary: a decode error's detail varies per record.

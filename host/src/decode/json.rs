@@ -41,11 +41,6 @@ impl JsonDecoder {
         JsonDecoder { schemas, output }
     }
 
-    /// The schema of decoded batches of `topic`.
-    pub fn output_schema(&self, topic: &str) -> Option<&SchemaRef> {
-        self.output.get(topic)
-    }
-
     pub fn decode(&self, raw: &RawBatch) -> Decoded {
         let dead_letter = |i: usize, reason: String| DeadLetter {
             topic: raw.topic.clone(),

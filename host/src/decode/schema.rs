@@ -56,10 +56,6 @@ impl Schemas {
         Ok(Schemas { topics })
     }
 
-    pub fn eventsim() -> Self {
-        Self::from_config(&SchemasConfig::default()).expect("built-in schemas are valid")
-    }
-
     pub fn get(&self, topic: &str) -> Option<&SchemaRef> {
         self.topics.get(topic)
     }

@@ -8,8 +8,8 @@
 //! of the last commit record and deletes uncommitted leftovers, then the source resumes from
 //! the recorded position: no record is lost or written twice. Names derive from the range of
 //! source records in the epoch, so a replay writes the same names.
-use arrow::array::UInt32Array;
 use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Int64Array, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit, TimestampMillisecondType};
 use futures::StreamExt;
@@ -66,7 +66,7 @@ impl LakeUri {
         Ok(LakeUri::Local(PathBuf::from(path)))
     }
 
-    pub fn open(&self) -> Result<(Arc<dyn ObjectStore>, PathBuf), LakeError> {
+    pub fn open(&self) -> Result<Arc<dyn ObjectStore>, LakeError> {
         match self {
             LakeUri::Local(path) => {
                 std::fs::create_dir_all(path).map_err(|source| LakeError::CreateDir {
@@ -77,7 +77,7 @@ impl LakeUri {
                     path: path.display().to_string(),
                     source,
                 })?;
-                Ok((Arc::new(LocalFileSystem::new_with_prefix(&root)?), root))
+                Ok(Arc::new(LocalFileSystem::new_with_prefix(&root)?))
             }
         }
     }
@@ -130,36 +130,21 @@ pub struct Partitioning {
 
 pub struct LakeWriter {
     store: Arc<dyn ObjectStore>,
-    root: PathBuf,
     properties: WriterProperties,
     open: BTreeMap<String, OpenFile>,
 }
 
 impl LakeWriter {
     pub fn new(uri: &LakeUri, zstd_level: i32) -> Result<Self, LakeError> {
-        let (store, root) = uri.open()?;
+        let store = uri.open()?;
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
             .build();
         Ok(LakeWriter {
             store,
-            root,
             properties,
             open: BTreeMap::new(),
         })
-    }
-
-    pub fn root(&self) -> &std::path::Path {
-        &self.root
-    }
-
-    pub fn store(&self) -> &Arc<dyn ObjectStore> {
-        &self.store
-    }
-
-    /// Rows buffered in open files.
-    pub fn buffered_rows(&self) -> u64 {
-        self.open.values().map(|f| f.rows).sum()
     }
 
     /// Memory held by open files: encoders in progress plus encoded row groups.
@@ -434,9 +419,12 @@ fn key_codes(
                 (3_600_000, "%H")
             };
             let mut seen: HashMap<Option<i64>, u32> = HashMap::new();
-            let millis = event_millis(batch, event_time);
+            let millis = epoch_millis(batch, event_time);
             for row in 0..rows {
-                let ms = millis.as_ref().and_then(|ms| ms[row]);
+                let ms = millis
+                    .as_ref()
+                    .filter(|ms| ms.is_valid(row))
+                    .map(|ms| ms.value(row));
                 let code = *seen
                     .entry(ms.map(|ms| ms.div_euclid(unit)))
                     .or_insert_with(|| {
@@ -474,16 +462,16 @@ fn key_codes(
     Ok((codes, values))
 }
 
-/// Epoch milliseconds of each row from an Int64 or Timestamp(ms) column.
-fn event_millis(batch: &RecordBatch, column: &str) -> Option<Vec<Option<i64>>> {
+/// The epoch-millisecond values of an Int64 or Timestamp(ms) column (a timestamp column is
+/// reinterpreted, not converted); `None` when the batch has no such column.
+pub fn epoch_millis(batch: &RecordBatch, column: &str) -> Option<Int64Array> {
     let array = batch.column_by_name(column)?;
     match array.data_type() {
-        DataType::Int64 => Some(array.as_primitive::<Int64Type>().iter().collect()),
+        DataType::Int64 => Some(array.as_primitive::<Int64Type>().clone()),
         DataType::Timestamp(TimeUnit::Millisecond, _) => Some(
             array
                 .as_primitive::<TimestampMillisecondType>()
-                .iter()
-                .collect(),
+                .reinterpret_cast::<Int64Type>(),
         ),
         _ => None,
     }

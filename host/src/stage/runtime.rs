@@ -5,7 +5,7 @@ use super::limits::Limits;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
@@ -486,6 +486,3 @@ fn instantiate(
         .map_err(|e| format!("{e:#}"))?;
     Ok((store, world))
 }
-
-/// Shared handle so a stage can be rebuilt from the same compiled module.
-pub type SharedModule = Arc<PluginModule>;
