@@ -1,11 +1,15 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sluice::config;
+use sluice::config::KafkaFormat;
 use sluice::pipeline::{RunOptions, run};
 use sluice::report::summary_table;
 use sluice::source::generator::{GeneratorConfig, Topic, write_jsonl};
+use sluice::source::kafka::{ProduceOptions, produce_generated};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Sluice: a streaming transformation engine for event data, with WebAssembly plugins.
 #[derive(Parser)]
@@ -26,7 +30,8 @@ enum Command {
     },
     /// Checks a pipeline file without running it; lists every problem with file:line: key.
     Validate { pipeline: PathBuf },
-    /// Writes generated EventSim events as JSON lines, one file per topic.
+    /// Generates EventSim events: JSON lines files (one per topic) in a folder, or messages to
+    /// a Kafka broker's four topics, keyed by user id.
     Gen {
         #[arg(long, default_value_t = 100_000)]
         events: u64,
@@ -37,9 +42,29 @@ enum Command {
         /// Fraction of records made invalid or duplicated (for exercising the clean stage).
         #[arg(long, default_value_t = 0.002)]
         dirty_rate: f64,
+        /// A folder, or `kafka://HOST:PORT[,HOST:PORT…]`.
+        #[arg(long, alias = "out")]
+        to: String,
+        /// Kafka: events per second (0: as fast as the broker takes them).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Kafka: partitions per topic when the topics have to be created.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// Kafka: message format.
+        #[arg(long, value_enum, default_value_t = GenFormat::Json)]
+        format: GenFormat,
+        /// Kafka with `--format confluent-avro`: the Schema Registry to register schemas in.
         #[arg(long)]
-        out: PathBuf,
+        schema_registry: Option<String>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GenFormat {
+    Json,
+    Avro,
+    ConfluentAvro,
 }
 
 fn main() -> std::process::ExitCode {
@@ -79,6 +104,7 @@ fn try_main() -> Result<()> {
             let loaded = config::load(&pipeline).map_err(|e| anyhow::anyhow!("{e}"))?;
             let options = RunOptions {
                 progress: !quiet && std::io::stderr().is_terminal(),
+                stop: Some(stop_on_signal()?),
             };
             let summary = run(&loaded, &options)
                 .with_context(|| format!("pipeline {} failed", pipeline.display()))?;
@@ -96,7 +122,11 @@ fn try_main() -> Result<()> {
             seed,
             users,
             dirty_rate,
-            out,
+            to,
+            rate,
+            partitions,
+            format,
+            schema_registry,
         } => {
             let config = GeneratorConfig {
                 events,
@@ -105,6 +135,32 @@ fn try_main() -> Result<()> {
                 dirty_rate,
                 ..Default::default()
             };
+            if let Some(brokers) = to.strip_prefix("kafka://") {
+                let options = ProduceOptions {
+                    rate,
+                    partitions,
+                    format: match format {
+                        GenFormat::Json => KafkaFormat::Json,
+                        GenFormat::Avro => KafkaFormat::Avro,
+                        GenFormat::ConfluentAvro => KafkaFormat::ConfluentAvro,
+                    },
+                    schema_registry,
+                };
+                let started = std::time::Instant::now();
+                let counts = produce_generated(&config, brokers, &options)
+                    .with_context(|| format!("producing to {to}"))?;
+                for (topic, count) in Topic::ALL.iter().zip(counts) {
+                    println!("{count:>10}  {to}/{}", topic.name());
+                }
+                let total: u64 = counts.iter().sum();
+                let seconds = started.elapsed().as_secs_f64();
+                println!(
+                    "{total} events in {seconds:.1} s ({:.0} events/s)",
+                    total as f64 / seconds.max(1e-9)
+                );
+                return Ok(());
+            }
+            let out = PathBuf::from(&to);
             let counts = write_jsonl(&config, &out)
                 .with_context(|| format!("writing to {}", out.display()))?;
             for (topic, count) in Topic::ALL.iter().zip(counts) {
@@ -116,4 +172,39 @@ fn try_main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A flag set by the first SIGINT or SIGTERM: a stream then stops after a final commit. A
+/// second signal ends the process at once (the lake recovers from its last commit).
+fn stop_on_signal() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("sluice-signals".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut term), Ok(mut int)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) else {
+                    return;
+                };
+                for round in 0..2 {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    if round == 0 {
+                        eprintln!("stopping after a final commit (signal again to quit now)");
+                        flag.store(true, Ordering::Relaxed);
+                    }
+                }
+                std::process::exit(130);
+            });
+        })?;
+    Ok(stop)
 }

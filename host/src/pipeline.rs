@@ -3,17 +3,20 @@
 use crate::config::{LoadedPipeline, SourceKind, StageConfig};
 use crate::decode::{DeadLetter, JsonDecoder};
 use crate::sink::dead_letter;
-use crate::sink::lake::{CommitRecord, LakeError, LakeUri, LakeWriter, Partitioning};
+use crate::sink::lake::{
+    CommitRecord, LakeError, LakeReader, LakeUri, LakeWriter, LaneCheckpoint, Partitioning,
+};
 use crate::source::files::FileSource;
 use crate::source::generator::GeneratorSource;
-use crate::source::{RawBatch, Source, SourceError};
+use crate::source::kafka::{DeadLetterTopic, KafkaSource};
+use crate::source::{RawBatch, Source, SourceError, SourceEvent};
 use crate::stage::{PluginModule, RuntimeError, StageError, WasmStage};
 use arrow::record_batch::RecordBatch;
 use sluice_sdk::{OUT, REJECTS};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,12 +31,17 @@ pub enum PipelineError {
     Runtime(std::io::Error),
     #[error("stage `{stage}`: cannot restore its checkpointed state: {reason}")]
     Restore { stage: String, reason: String },
+    #[error("the lake sink stopped")]
+    Sink,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Print a progress line to stderr while running.
     pub progress: bool,
+    /// Set (by a signal handler) to stop an unbounded source: the pipeline commits what it
+    /// holds, state included, and returns.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a run did, and the running totals of the pipeline since its first run.
@@ -69,21 +77,44 @@ struct Stage {
     watermark: Option<i64>,
 }
 
+/// One lane's plugin instances and progress (see `source`): a Kafka partition's keyed state
+/// lives in its lane's instances and moves with the partition.
+struct Lane {
+    stages: Vec<Stage>,
+    /// Records of this lane consumed by every instance that owned it.
+    records: u64,
+    /// Where the lane's source resumes after the last batch that ended at a consistent cut.
+    position: Option<serde_json::Value>,
+}
+
 struct Run<'a> {
     loaded: &'a LoadedPipeline,
+    modules: Vec<PluginModule>,
     sink: SinkThread,
+    reader: LakeReader,
+    reads: tokio::runtime::Runtime,
     /// Rows sent to the sink since the last commit.
     uncommitted_rows: u64,
-    stages: Vec<Stage>,
+    lanes: BTreeMap<u32, Lane>,
+    /// Last checkpoints of lanes this instance does not hold (any more): every commit record
+    /// carries them, so a lane returning here resumes from the furthest one.
+    released: BTreeMap<u32, LaneCheckpoint>,
     decoder: JsonDecoder,
     bronze: Option<Arc<Partitioning>>,
     dead: Vec<DeadLetter>,
+    dead_letter_topic: Option<DeadLetterTopic>,
     /// Totals of the last commit before this run; a commit records these plus this run's.
     base_totals: BTreeMap<String, u64>,
     summary: RunSummary,
+    epoch: u64,
+    /// This instance's source records: consumed, and consumed as of the last commit.
+    consumed: u64,
+    committed: u64,
+    /// Where durable lane positions are reported (to commit Kafka offsets).
+    durable: Option<std::sync::mpsc::Sender<BTreeMap<u32, serde_json::Value>>>,
 }
 
-/// Runs a pipeline until its source is exhausted.
+/// Runs a pipeline until its source is exhausted (or, for a stream, stopped).
 ///
 /// Three threads share the work: the source thread produces raw batches; the calling thread
 /// decodes them and runs the plugins; the sink thread partitions, encodes Parquet and does the
@@ -93,55 +124,25 @@ struct Run<'a> {
 pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, PipelineError> {
     let config = &loaded.config;
     let started = Instant::now();
-    let io = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(PipelineError::Runtime)?;
-    let lake = LakeWriter::new(&LakeUri::parse(&config.lake.uri)?, config.lake.zstd_level)?;
-    let last = io.block_on(lake.recover(&config.name))?;
-    let snapshots = match &last {
-        Some(record) => io.block_on(lake.read_state(record))?,
-        None => BTreeMap::new(),
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(PipelineError::Runtime)
     };
+    let io = runtime()?;
+    let lake = LakeWriter::new(&LakeUri::parse(&config.lake.uri)?, config.lake.zstd_level)?;
+    let last = io.block_on(lake.recover(&config.name, &config.instance))?;
+    let reader = lake.reader();
 
-    let mut stages = Vec::new();
-    for (stage, path) in config.stages.iter().zip(&loaded.plugin_paths) {
-        let module = PluginModule::load(path)?;
-        let config_json = serde_json::to_string(&stage.config).expect("JSON values serialise");
-        let mut runtime = WasmStage::new(
-            &stage.name,
-            &module,
-            stage.limits.clone(),
-            &config_json,
-            stage.topics.clone(),
-        )?;
-        if let Some(state) = snapshots.get(&stage.name) {
-            runtime.restore(state).map_err(|e| PipelineError::Restore {
-                stage: stage.name.clone(),
-                reason: e.reason,
-            })?;
-        }
-        let partitioning = Arc::new(Partitioning {
-            keys: stage.partition_by.clone(),
-            event_time: stage
-                .event_time
-                .clone()
-                .unwrap_or_else(|| config.event_time.clone()),
-        });
-        let max_event_time = last
-            .as_ref()
-            .and_then(|l| l.event_times.get(&stage.name).copied());
-        tracing::info!(stage = %stage.name, plugin = %runtime.info().name, version = %runtime.info().version, "stage ready");
-        stages.push(Stage {
-            config: stage.clone(),
-            runtime,
-            partitioning,
-            max_event_time,
-            watermark: None,
-        });
+    let mut modules = Vec::new();
+    for path in &loaded.plugin_paths {
+        modules.push(PluginModule::load(path)?);
     }
 
-    let resume = last.as_ref().map(|l| &l.position);
+    let (events, receiver) = std::sync::mpsc::sync_channel(4);
+    let own_lanes = last.as_ref().map(|l| l.lanes.clone()).unwrap_or_default();
+    let resume = own_lanes.get(&0).map(|l| &l.position);
     let source: Box<dyn Source> = match config.source.kind().expect("validated: exactly one source")
     {
         SourceKind::Generator(generator) => {
@@ -153,18 +154,37 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
             config.batch_rows,
             resume,
         )?),
+        SourceKind::Kafka(kafka) => Box::new(KafkaSource::new(
+            kafka,
+            &config.name,
+            config.batch_rows,
+            events.clone(),
+            options.stop.clone(),
+        )?),
     };
-    let batches = spawn_source(source);
+    let bounded = source.is_bounded();
+    let durable = source.durable_positions();
+    let dead_letter_topic = match config.source.kind() {
+        Some(SourceKind::Kafka(kafka)) => match &kafka.dead_letter_topic {
+            Some(topic) => Some(DeadLetterTopic::new(kafka, topic)?),
+            None => None,
+        },
+        _ => None,
+    };
+    spawn_source(source, events, options.stop.clone());
 
     let resumed_at = last.as_ref().map_or(0, |l| l.records);
-    let mut epoch = last.as_ref().map_or(0, |l| l.epoch);
     let mut run = Run {
         loaded,
+        modules,
         sink: SinkThread::spawn(lake, io),
+        reader,
+        reads: runtime()?,
         uncommitted_rows: 0,
-        stages,
+        lanes: BTreeMap::new(),
+        released: own_lanes,
         decoder: JsonDecoder::new(loaded.schemas.clone()),
-        base_totals: last.map(|l| l.totals).unwrap_or_default(),
+        base_totals: last.as_ref().map(|l| l.totals.clone()).unwrap_or_default(),
         bronze: config.bronze.as_ref().map(|b| {
             Arc::new(Partitioning {
                 keys: b.partition_by.clone(),
@@ -172,48 +192,98 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
             })
         }),
         dead: Vec::new(),
+        dead_letter_topic,
         summary: RunSummary {
             pipeline: config.name.clone(),
             resumed_at,
             ..Default::default()
         },
+        epoch: last.as_ref().map_or(0, |l| l.epoch),
+        consumed: resumed_at,
+        committed: resumed_at,
+        durable,
     };
+    if bounded {
+        // A finite source has one lane, resumed from this instance's own last commit.
+        let checkpoint = run.released.remove(&0);
+        run.open_lane(0, checkpoint.as_ref())?;
+    }
 
-    let mut committed = resumed_at;
-    let mut consumed = resumed_at;
-    let mut position = None;
+    let interval = Duration::from_millis(config.lake.commit_interval_ms.max(1));
+    let mut last_commit = Instant::now();
     let mut last_progress = Instant::now();
-    while let Ok(raw) = batches.recv() {
-        let raw = raw?;
-        consumed += raw.len() as u64;
-        run.summary.records += raw.len() as u64;
-        run.process(&raw)?;
-        run.advance_watermarks()?;
-        if raw.position.is_some() {
-            position = raw.position.clone();
+    // Whether everything consumed so far ends at a consistent cut (see `RawBatch::position`).
+    let mut at_cut = true;
+    loop {
+        let event = match receiver.recv_timeout(interval.min(Duration::from_millis(500))) {
+            Ok(event) => Some(event?),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        match event {
+            Some(SourceEvent::Batch(raw)) => {
+                run.consumed += raw.len() as u64;
+                run.summary.records += raw.len() as u64;
+                run.process(&raw)?;
+                run.advance_watermarks()?;
+                at_cut = raw.position.is_some();
+            }
+            Some(SourceEvent::Assigned { lanes, reply }) => {
+                let checkpoints = run
+                    .reads
+                    .block_on(run.reader.lane_checkpoints(&config.name))?;
+                let mut resume = BTreeMap::new();
+                for lane in lanes {
+                    let checkpoint = checkpoints.get(&lane);
+                    run.released.remove(&lane);
+                    run.open_lane(lane, checkpoint)?;
+                    if let Some(checkpoint) = checkpoint {
+                        resume.insert(lane, checkpoint.clone());
+                    }
+                }
+                tracing::info!(lanes = ?run.lanes.keys().collect::<Vec<_>>(), "lanes assigned");
+                let _ = reply.send(resume);
+            }
+            Some(SourceEvent::Revoked { lanes, reply }) => {
+                let record = run.commit_and_wait()?;
+                let mut positions = BTreeMap::new();
+                for lane in lanes {
+                    run.lanes.remove(&lane);
+                    if let Some(checkpoint) = record.lanes.get(&lane) {
+                        positions.insert(lane, checkpoint.position.clone());
+                        run.released.insert(lane, checkpoint.clone());
+                    }
+                }
+                last_commit = Instant::now();
+                tracing::info!(lanes = ?run.lanes.keys().collect::<Vec<_>>(), "lanes revoked");
+                let _ = reply.send(positions);
+            }
+            None => {}
         }
-        let due = consumed - committed >= config.lake.commit_rows
-            || run.sink.buffered_bytes() >= config.lake.max_buffer_mb << 20;
-        if raw.position.is_some() && due {
-            epoch += 1;
-            run.commit(
-                epoch,
-                committed,
-                consumed,
-                position.clone().unwrap_or_default(),
-            )?;
-            committed = consumed;
+        let pending = run.consumed > run.committed || run.uncommitted_rows > 0;
+        let due = run.consumed - run.committed >= config.lake.commit_rows
+            || run.sink.buffered_bytes() >= config.lake.max_buffer_mb << 20
+            || (!bounded && pending && last_commit.elapsed() >= interval);
+        if at_cut && due {
+            run.commit(None)?;
+            last_commit = Instant::now();
         }
         if options.progress && last_progress.elapsed() >= Duration::from_millis(500) {
             last_progress = Instant::now();
             run.print_progress(started);
         }
     }
-    // End of a finite source: the watermark goes to +∞ so stateful stages emit what is open.
-    run.end_of_input()?;
-    if consumed > committed || run.uncommitted_rows > 0 || !run.dead.is_empty() {
-        epoch += 1;
-        run.commit(epoch, committed, consumed, position.unwrap_or_default())?;
+    let stopped = options
+        .stop
+        .as_ref()
+        .is_some_and(|s| s.load(Ordering::Relaxed));
+    if bounded && !stopped {
+        // End of a finite source: the watermark goes to +∞ so stateful stages emit what is
+        // open. A stream only stopped: its open state is checkpointed instead.
+        run.end_of_input()?;
+    }
+    if run.consumed > run.committed || run.uncommitted_rows > 0 || !run.dead.is_empty() {
+        run.commit(None)?;
     }
     run.sink.finish()?;
     if options.progress {
@@ -227,30 +297,100 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
 /// Runs the source on its own thread; the bounded channel is the back pressure.
 fn spawn_source(
     mut source: Box<dyn Source>,
-) -> std::sync::mpsc::Receiver<Result<RawBatch, SourceError>> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    events: std::sync::mpsc::SyncSender<Result<SourceEvent, SourceError>>,
+    stop: Option<Arc<AtomicBool>>,
+) {
     std::thread::Builder::new()
         .name("sluice-source".into())
         .spawn(move || {
             loop {
+                if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                    source.stop();
+                    break;
+                }
                 let next = source.next_batch();
                 let stop = !matches!(next, Ok(Some(_)));
                 let item = match next {
-                    Ok(Some(batch)) => Ok(batch),
+                    Ok(Some(batch)) => Ok(SourceEvent::Batch(batch)),
                     Ok(None) => break,
                     Err(e) => Err(e),
                 };
-                if tx.send(item).is_err() || stop {
+                if events.send(item).is_err() || stop {
                     break;
                 }
             }
         })
         .expect("spawning the source thread");
-    rx
 }
 
 impl Run<'_> {
+    /// Creates a lane's plugin instances, restoring their state from `checkpoint`.
+    fn open_lane(
+        &mut self,
+        lane: u32,
+        checkpoint: Option<&LaneCheckpoint>,
+    ) -> Result<(), PipelineError> {
+        let config = &self.loaded.config;
+        let snapshots = match checkpoint {
+            Some(checkpoint) => self.reads.block_on(self.reader.read_state(checkpoint))?,
+            None => BTreeMap::new(),
+        };
+        let mut stages = Vec::new();
+        for (stage, module) in config.stages.iter().zip(&self.modules) {
+            let config_json = serde_json::to_string(&stage.config).expect("JSON values serialise");
+            let mut runtime = WasmStage::new(
+                &stage.name,
+                module,
+                stage.limits.clone(),
+                &config_json,
+                stage.topics.clone(),
+            )?;
+            if let Some(state) = snapshots.get(&stage.name) {
+                runtime.restore(state).map_err(|e| PipelineError::Restore {
+                    stage: stage.name.clone(),
+                    reason: e.reason,
+                })?;
+            }
+            let partitioning = Arc::new(Partitioning {
+                keys: stage.partition_by.clone(),
+                event_time: stage
+                    .event_time
+                    .clone()
+                    .unwrap_or_else(|| config.event_time.clone()),
+            });
+            let max_event_time = checkpoint.and_then(|c| c.event_times.get(&stage.name).copied());
+            tracing::debug!(lane, stage = %stage.name, plugin = %runtime.info().name, version = %runtime.info().version, "stage ready");
+            stages.push(Stage {
+                config: stage.clone(),
+                runtime,
+                partitioning,
+                max_event_time,
+                watermark: None,
+            });
+        }
+        self.lanes.insert(
+            lane,
+            Lane {
+                stages,
+                records: checkpoint.map_or(0, |c| c.records),
+                position: checkpoint.map(|c| c.position.clone()),
+            },
+        );
+        Ok(())
+    }
+
     fn process(&mut self, raw: &RawBatch) -> Result<(), PipelineError> {
+        self.add_dead(raw.rejected.clone());
+        let lane = self.lanes.get_mut(&raw.lane).ok_or_else(|| {
+            SourceError::Kafka(format!(
+                "a batch for lane {} this instance does not hold",
+                raw.lane
+            ))
+        })?;
+        lane.records += raw.len() as u64;
+        if raw.position.is_some() {
+            lane.position = raw.position.clone();
+        }
         let decoded = self.decoder.decode(raw);
         self.add_dead(decoded.dead);
         let Some(batch) = decoded.batch else {
@@ -259,7 +399,7 @@ impl Run<'_> {
         if let Some(partitioning) = self.bronze.clone() {
             self.write("bronze", &raw.topic, batch.clone(), partitioning)?;
         }
-        self.flow(0, &raw.topic, batch)
+        self.flow(raw.lane, 0, &raw.topic, batch)
     }
 
     /// Hands a batch to the sink thread for `<layer>/<table>/`.
@@ -293,11 +433,21 @@ impl Run<'_> {
         self.dead.extend(letters);
     }
 
-    /// Sends a batch of `topic` through the stages from index `from` on.
-    fn flow(&mut self, from: usize, topic: &str, batch: RecordBatch) -> Result<(), PipelineError> {
+    /// Sends a batch of `topic` through the lane's stages from index `from` on.
+    fn flow(
+        &mut self,
+        lane: u32,
+        from: usize,
+        topic: &str,
+        batch: RecordBatch,
+    ) -> Result<(), PipelineError> {
         let mut pending = vec![(from, topic.to_string(), batch)];
         while let Some((index, topic, batch)) = pending.pop() {
-            let Some(stage) = self.stages.get_mut(index) else {
+            let Some(stage) = self
+                .lanes
+                .get_mut(&lane)
+                .and_then(|l| l.stages.get_mut(index))
+            else {
                 continue;
             };
             if !stage.runtime.applies_to(&topic) {
@@ -308,7 +458,7 @@ impl Run<'_> {
                 stage.max_event_time = Some(stage.max_event_time.map_or(latest, |m| m.max(latest)));
             }
             let outputs = stage.runtime.process(&topic, &batch);
-            let routed = self.route(index, &topic, outputs, Some(batch))?;
+            let routed = self.route(lane, index, &topic, outputs, Some(batch))?;
             // Keep batch order: later outputs are pushed first so the first is processed first.
             pending.extend(routed.into_iter().rev());
         }
@@ -318,12 +468,13 @@ impl Run<'_> {
     /// Writes a stage's outputs to its layer and dead letters; returns what flows on.
     fn route(
         &mut self,
+        lane: u32,
         index: usize,
         topic: &str,
         outputs: Result<Vec<(String, RecordBatch)>, StageError>,
         input: Option<RecordBatch>,
     ) -> Result<Vec<(usize, String, RecordBatch)>, PipelineError> {
-        let stage = &self.stages[index];
+        let stage = &self.lanes[&lane].stages[index];
         let plugin = format!(
             "{}@{}",
             stage.runtime.info().name,
@@ -350,7 +501,7 @@ impl Run<'_> {
                 self.add_dead(letters);
                 continue;
             }
-            let stage = &self.stages[index];
+            let stage = &self.lanes[&lane].stages[index];
             // `out` keeps the batch's table (topic); any other output is a table of its own.
             let (layer, table) = match (&stage.config.layer, name.as_str()) {
                 (Some(layer), OUT) => (Some(layer.clone()), topic.to_string()),
@@ -375,53 +526,77 @@ impl Run<'_> {
 
     /// Sends each stage whose watermark advanced its new watermark — the latest event time
     /// that reached it minus the allowed lateness — and passes on what that closes. Watermarks
-    /// are assigned per stage, from the rows that reach it, so rows an earlier stage rejected
-    /// (an impossible timestamp, say) cannot push event time forward.
+    /// are assigned per lane and stage, from the rows that reach it, so rows an earlier stage
+    /// rejected (an impossible timestamp, say) cannot push event time forward.
     fn advance_watermarks(&mut self) -> Result<(), PipelineError> {
         let lateness = self.loaded.config.allowed_lateness_ms;
-        for index in 0..self.stages.len() {
-            let stage = &self.stages[index];
-            let Some(latest) = stage.max_event_time else {
-                continue;
-            };
-            let watermark = latest.saturating_sub(lateness);
-            if stage.watermark.is_some_and(|w| w >= watermark) {
-                continue;
+        let lanes: Vec<u32> = self.lanes.keys().copied().collect();
+        for lane in lanes {
+            for index in 0..self.lanes[&lane].stages.len() {
+                let stage = &self.lanes[&lane].stages[index];
+                let Some(latest) = stage.max_event_time else {
+                    continue;
+                };
+                let watermark = latest.saturating_sub(lateness);
+                if stage.watermark.is_some_and(|w| w >= watermark) {
+                    continue;
+                }
+                self.send_watermark(lane, index, watermark)?;
             }
-            self.send_watermark(index, watermark)?;
         }
         Ok(())
     }
 
-    fn send_watermark(&mut self, index: usize, watermark: i64) -> Result<(), PipelineError> {
-        let stage = &mut self.stages[index];
+    fn send_watermark(
+        &mut self,
+        lane: u32,
+        index: usize,
+        watermark: i64,
+    ) -> Result<(), PipelineError> {
+        let stage = &mut self.lanes.get_mut(&lane).expect("open lane").stages[index];
         stage.watermark = Some(watermark);
         let name = stage.config.name.clone();
         let outputs = stage.runtime.on_watermark(watermark);
-        let onward = self.route(index, &name, outputs, None)?;
+        let onward = self.route(lane, index, &name, outputs, None)?;
         for (next, table, batch) in onward {
-            self.flow(next, &table, batch)?;
+            self.flow(lane, next, &table, batch)?;
         }
         Ok(())
     }
 
     /// End of a finite source: the watermark goes to +∞ so stateful stages emit all they hold.
     fn end_of_input(&mut self) -> Result<(), PipelineError> {
-        for index in 0..self.stages.len() {
-            self.send_watermark(index, i64::MAX)?;
+        let lanes: Vec<u32> = self.lanes.keys().copied().collect();
+        for lane in lanes {
+            for index in 0..self.lanes[&lane].stages.len() {
+                self.send_watermark(lane, index, i64::MAX)?;
+            }
         }
         Ok(())
     }
 
+    /// Commits and waits until the commit is durable; returns its record.
+    fn commit_and_wait(&mut self) -> Result<CommitRecord, PipelineError> {
+        let (done, wait) = std::sync::mpsc::channel();
+        self.commit(Some(done))?;
+        match wait.recv() {
+            Ok(record) => Ok(record),
+            // The sink thread ended without committing: it failed, and says why.
+            Err(_) => self.sink.finish().and(Err(PipelineError::Sink)),
+        }
+    }
+
+    /// Makes everything sent so far durable, with every lane's position and state: one epoch.
     fn commit(
         &mut self,
-        epoch: u64,
-        committed: u64,
-        consumed: u64,
-        position: serde_json::Value,
+        done: Option<std::sync::mpsc::Sender<CommitRecord>>,
     ) -> Result<(), PipelineError> {
+        self.epoch += 1;
         if !self.dead.is_empty() {
             let letters = std::mem::take(&mut self.dead);
+            if let Some(topic) = &mut self.dead_letter_topic {
+                topic.send(&letters)?;
+            }
             let partitioning = Arc::new(Partitioning {
                 keys: vec!["stage".into()],
                 event_time: String::new(),
@@ -445,38 +620,64 @@ impl Run<'_> {
             }
         }
         let mut snapshots = BTreeMap::new();
-        let mut event_times = BTreeMap::new();
-        for stage in &mut self.stages {
-            if let Some(latest) = stage.max_event_time {
-                event_times.insert(stage.config.name.clone(), latest);
+        let mut lanes = self.released.clone();
+        for (&number, lane) in &mut self.lanes {
+            let mut checkpoint = LaneCheckpoint {
+                records: lane.records,
+                position: lane.position.clone().unwrap_or_default(),
+                ..Default::default()
+            };
+            for stage in &mut lane.stages {
+                if let Some(latest) = stage.max_event_time {
+                    checkpoint
+                        .event_times
+                        .insert(stage.config.name.clone(), latest);
+                }
+                if stage.runtime.info().stateful {
+                    let snapshot =
+                        stage
+                            .runtime
+                            .snapshot()
+                            .map_err(|e| PipelineError::Restore {
+                                stage: stage.config.name.clone(),
+                                reason: e.reason,
+                            })?;
+                    snapshots.insert((number, stage.config.name.clone()), snapshot);
+                }
             }
-            if stage.runtime.info().stateful {
-                let snapshot = stage
-                    .runtime
-                    .snapshot()
-                    .map_err(|e| PipelineError::Restore {
-                        stage: stage.config.name.clone(),
-                        reason: e.reason,
-                    })?;
-                snapshots.insert(stage.config.name.clone(), snapshot);
-            }
+            lanes.insert(number, checkpoint);
         }
         let record = CommitRecord {
             pipeline: self.loaded.config.name.clone(),
-            epoch,
-            records: consumed,
-            position,
+            instance: self.loaded.config.instance.clone(),
+            epoch: self.epoch,
+            records: self.consumed,
             files: vec![],
             totals: self.totals(),
-            state: BTreeMap::new(),
-            event_times,
+            lanes,
         };
+        let durable = self.durable.clone();
+        let owned: Vec<u32> = self.lanes.keys().copied().collect();
+        let notify: Box<dyn FnOnce(&CommitRecord) + Send> = Box::new(move |record| {
+            if let Some(durable) = durable {
+                let positions = owned
+                    .iter()
+                    .filter_map(|lane| Some((*lane, record.lanes.get(lane)?.position.clone())))
+                    .collect();
+                let _ = durable.send(positions);
+            }
+            if let Some(done) = done {
+                let _ = done.send(record.clone());
+            }
+        });
         self.sink.send(SinkCommand::Commit {
             record,
             snapshots,
-            first: committed,
-            last: consumed.saturating_sub(1),
+            first: self.committed,
+            last: self.consumed.saturating_sub(1),
+            notify,
         })?;
+        self.committed = self.consumed;
         self.uncommitted_rows = 0;
         self.summary.commits += 1;
         Ok(())
@@ -535,9 +736,11 @@ enum SinkCommand {
     /// Close every open file and commit them with this record (see `sink::lake`).
     Commit {
         record: CommitRecord,
-        snapshots: BTreeMap<String, Vec<u8>>,
+        snapshots: BTreeMap<(u32, String), Vec<u8>>,
         first: u64,
         last: u64,
+        /// Called with the written record once it is durable.
+        notify: Box<dyn FnOnce(&CommitRecord) + Send>,
     },
 }
 
@@ -573,10 +776,12 @@ impl SinkThread {
                             snapshots,
                             first,
                             last,
+                            notify,
                         } => {
                             let record =
                                 io.block_on(lake.commit(record, snapshots, first, last))?;
                             published.store(0, Ordering::Relaxed);
+                            notify(&record);
                             tracing::debug!(
                                 epoch = record.epoch,
                                 files = record.files.len(),

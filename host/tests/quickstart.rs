@@ -114,7 +114,7 @@ fn killed_mid_run_and_restarted_writes_each_event_exactly_once() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let commits = lake.path().join("lake/_commits/crash");
+    let commits = lake.path().join("lake/_commits/crash/main");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while std::fs::read_dir(&commits).map_or(0, |d| d.count()) < 2 {
         assert!(
@@ -213,7 +213,7 @@ fn open_files_are_bounded_by_committing_early() {
     )
     .unwrap();
     assert_success(&sluice(&["run", pipeline.to_str().unwrap()], &[]));
-    let commits = dir.path().join("lake/_commits/bounded");
+    let commits = dir.path().join("lake/_commits/bounded/main");
     let mut files_per_commit = Vec::new();
     for entry in std::fs::read_dir(&commits).unwrap() {
         let record: serde_json::Value =

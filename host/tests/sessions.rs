@@ -213,7 +213,7 @@ fn killed_and_restarted_the_sessions_equal_an_uninterrupted_run() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let commits = dir.path().join("lake/_commits/sessions");
+    let commits = dir.path().join("lake/_commits/sessions/main");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while std::fs::read_dir(&commits).map_or(0, |d| d.count()) < 3 {
         assert!(

@@ -9,6 +9,10 @@ use std::path::PathBuf;
 pub struct PipelineConfig {
     /// Names the pipeline's commits and state in the lake.
     pub name: String,
+    /// Names this host process among several that run the pipeline on one lake (members of
+    /// one Kafka consumer group): each keeps its own commit log, so each needs its own name.
+    #[serde(default = "default_instance")]
+    pub instance: String,
     pub source: SourceConfig,
     /// Records per batch: the unit of work of every stage and sink.
     #[serde(default = "default_batch_rows")]
@@ -28,6 +32,10 @@ pub struct PipelineConfig {
     pub bronze: Option<LayerConfig>,
     #[serde(default)]
     pub stages: Vec<StageConfig>,
+}
+
+fn default_instance() -> String {
+    "main".to_string()
 }
 
 fn default_batch_rows() -> usize {
@@ -53,22 +61,87 @@ pub struct SourceConfig {
     /// JSON lines files.
     #[serde(default)]
     pub files: Option<FilesConfig>,
+    /// Apache Kafka topics, consumed as a member of a consumer group.
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
 }
 
 pub enum SourceKind<'a> {
     Generator(&'a GeneratorConfig),
     Files(&'a FilesConfig),
+    Kafka(&'a KafkaConfig),
 }
 
 impl SourceConfig {
     /// The configured source; `None` unless exactly one is given (validation reports that).
     pub fn kind(&self) -> Option<SourceKind<'_>> {
-        match (&self.generator, &self.files) {
-            (Some(generator), None) => Some(SourceKind::Generator(generator)),
-            (None, Some(files)) => Some(SourceKind::Files(files)),
+        match (&self.generator, &self.files, &self.kafka) {
+            (Some(generator), None, None) => Some(SourceKind::Generator(generator)),
+            (None, Some(files), None) => Some(SourceKind::Files(files)),
+            (None, None, Some(kafka)) => Some(SourceKind::Kafka(kafka)),
             _ => None,
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    pub topics: Vec<String>,
+    /// The consumer group: processes in one group split the partitions between them.
+    pub group: String,
+    #[serde(default)]
+    pub format: KafkaFormat,
+    /// Avro schemas (JSON text) by topic, for `format: avro`.
+    #[serde(default)]
+    pub avro_schemas: std::collections::BTreeMap<String, String>,
+    /// Base URL of a Confluent-compatible Schema Registry, for `format: confluent_avro`.
+    #[serde(default)]
+    pub schema_registry: Option<String>,
+    /// Messages that do not decode are also produced here, with the error and their origin
+    /// in headers (they always go to the lake's `_rejects/` too).
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// A partition's batch is handed on when it has `batch_rows` records or is this old.
+    #[serde(default = "default_max_batch_ms")]
+    pub max_batch_ms: u64,
+    /// Where a partition starts when neither the lake nor the group has a position for it.
+    #[serde(default)]
+    pub start: KafkaStart,
+    /// Stop (after a final commit) once no message has arrived for this long: drains a topic
+    /// and exits, for backfills and tests. Unset: run until stopped (SIGTERM, Ctrl-C).
+    #[serde(default)]
+    pub exit_when_idle_ms: Option<u64>,
+    /// Extra librdkafka settings (`session.timeout.ms`, `security.protocol`, …).
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+fn default_max_batch_ms() -> u64 {
+    500
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaFormat {
+    /// One JSON object per message, decoded with the topic's declared schema.
+    #[default]
+    Json,
+    /// Plain Avro binary datums, with the writer schema given in `avro_schemas`.
+    Avro,
+    /// Confluent wire format: magic byte 0, a 4-byte schema id, an Avro datum; schemas are
+    /// fetched from `schema_registry` and cached.
+    ConfluentAvro,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaStart {
+    #[default]
+    Earliest,
+    Latest,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,6 +217,10 @@ pub struct LakeConfig {
     /// epoch touches. Measured: the process's peak RSS is about 140 MiB plus 2-3x this.
     #[serde(default = "default_max_buffer_mb")]
     pub max_buffer_mb: u64,
+    /// An unbounded source (Kafka) also commits when this much time has passed since the
+    /// last commit, so a quiet stream still becomes durable.
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
     /// zstd level of the Parquet files.
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
@@ -151,6 +228,10 @@ pub struct LakeConfig {
 
 fn default_commit_rows() -> u64 {
     1_000_000
+}
+
+fn default_commit_interval_ms() -> u64 {
+    5_000
 }
 
 fn default_max_buffer_mb() -> u64 {

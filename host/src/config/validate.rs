@@ -1,6 +1,6 @@
 use super::env::substitute;
 use super::locate::{locate, parse_path};
-use super::model::{PipelineConfig, SourceKind};
+use super::model::{KafkaFormat, PipelineConfig, SourceKind};
 use crate::decode::schema::{SchemaError, Schemas};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -156,10 +156,16 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
         }
     };
 
+    if config.instance.is_empty() || config.instance.contains(['/', '.']) {
+        problems.push(at(
+            "instance",
+            format!("`{}` is not a valid instance name", config.instance),
+        ));
+    }
     match config.source.kind() {
         None => problems.push(at(
             "source",
-            "give exactly one source: `generator` or `files`".into(),
+            "give exactly one source: `generator`, `files` or `kafka`".into(),
         )),
         Some(SourceKind::Generator(generator)) => {
             if generator.users == 0 {
@@ -192,6 +198,39 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
                 problems.push(at(
                     "source.files.topic",
                     format!("no schema is declared for topic `{topic}`"),
+                ));
+            }
+        }
+        Some(SourceKind::Kafka(kafka)) => {
+            if kafka.topics.is_empty() {
+                problems.push(at("source.kafka.topics", "lists no topic".into()));
+            }
+            for (i, topic) in kafka.topics.iter().enumerate() {
+                if schemas.get(topic).is_none() {
+                    problems.push(at(
+                        &format!("source.kafka.topics[{i}]"),
+                        format!("no schema is declared for topic `{topic}`"),
+                    ));
+                }
+                if kafka.format == KafkaFormat::Avro && !kafka.avro_schemas.contains_key(topic) {
+                    problems.push(at(
+                        "source.kafka.avro_schemas",
+                        format!("`format: avro` needs a schema for topic `{topic}`"),
+                    ));
+                }
+            }
+            for (topic, schema) in &kafka.avro_schemas {
+                if let Err(e) = apache_avro::Schema::parse_str(schema) {
+                    problems.push(at(
+                        &format!("source.kafka.avro_schemas.{topic}"),
+                        format!("not a valid Avro schema: {e}"),
+                    ));
+                }
+            }
+            if kafka.format == KafkaFormat::ConfluentAvro && kafka.schema_registry.is_none() {
+                problems.push(at(
+                    "source.kafka.schema_registry",
+                    "`format: confluent_avro` needs the registry's URL".into(),
                 ));
             }
         }

@@ -50,6 +50,7 @@ impl JsonDecoder {
             origin: raw.origin.clone(),
             offset: Some(raw.offsets[i]),
             raw: String::from_utf8_lossy(raw.record(i)).into_owned(),
+            bytes: None,
         };
         let Some(schema) = self.schemas.get(&raw.topic) else {
             let reason = format!("no schema is declared for topic `{}`", raw.topic);

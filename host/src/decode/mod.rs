@@ -1,6 +1,7 @@
 //! Decoding raw source records into Arrow batches with a declared schema per topic.
 //! A record that does not decode becomes a dead letter (raw bytes, reason, origin); it is
 //! never dropped.
+pub mod avro;
 pub mod json;
 pub mod schema;
 
@@ -17,8 +18,10 @@ pub struct DeadLetter {
     pub reason: String,
     pub origin: String,
     pub offset: Option<i64>,
-    /// The raw record (decode) or the row as JSON (stage).
+    /// The raw record (decode) or the row as JSON (stage); binary records as hex.
     pub raw: String,
+    /// The record's original bytes, when `raw` could not hold them as text (Avro).
+    pub bytes: Option<Vec<u8>>,
 }
 
 /// Metadata columns the host appends to every decoded batch.

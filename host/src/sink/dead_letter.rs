@@ -86,6 +86,7 @@ pub fn from_rows(
                 .filter(|o| o.is_valid(i))
                 .map(|o| o.value(i)),
             raw: rows.get(i).cloned().unwrap_or_default(),
+            bytes: None,
         })
         .collect()
 }

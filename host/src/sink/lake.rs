@@ -1,13 +1,17 @@
-//! The medallion lake: `<root>/<layer>/<table>/<key>=<value>/…/part-<first>-<last>.parquet`.
+//! The medallion lake: `<root>/<layer>/<table>/<key>=<value>/…/part-<instance>-<first>-<last>.parquet`.
 //!
 //! Files are written in two phases. During an epoch, batches accumulate in Parquet writers in
 //! memory, one per partition directory. At commit: (1) every file is closed and uploaded under
-//! `_tmp/<pipeline>/`; (2) a commit record listing each file's temporary and final name and
-//! the source position is written atomically to `_commits/<pipeline>/`; (3) files are renamed
-//! into place. A reader never sees a partial file. On start, `recover` finishes the renames
-//! of the last commit record and deletes uncommitted leftovers, then the source resumes from
-//! the recorded position: no record is lost or written twice. Names derive from the range of
-//! source records in the epoch, so a replay writes the same names.
+//! `_tmp/<pipeline>/<instance>/`; (2) a commit record listing each file's temporary and final
+//! name and, per lane, the source position and plugin state is written atomically to
+//! `_commits/<pipeline>/<instance>/`; (3) files are renamed into place. A reader never sees a
+//! partial file. On start, `recover` finishes the renames of the instance's last commit record
+//! and deletes its uncommitted leftovers, then the source resumes from the recorded positions:
+//! no record is lost or written twice.
+//!
+//! Several host processes (instances) may share a pipeline and a lake, as members of one Kafka
+//! consumer group: each keeps its own commit log, and a lane (a Kafka partition number) that
+//! moves between them is resumed from whichever log holds its furthest checkpoint.
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::array::{Int64Array, UInt32Array};
 use arrow::compute::take_record_batch;
@@ -92,18 +96,33 @@ pub struct CommittedFile {
     pub rows: u64,
 }
 
-/// What `_commits/<pipeline>/<epoch>.json` holds.
+/// What `_commits/<pipeline>/<instance>/<epoch>.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommitRecord {
     pub pipeline: String,
+    pub instance: String,
     pub epoch: u64,
-    /// Source records consumed up to and including this commit.
+    /// Source records this instance consumed up to and including this commit.
     pub records: u64,
-    /// Where the source resumes.
-    pub position: serde_json::Value,
     pub files: Vec<CommittedFile>,
-    /// Running totals since the pipeline first started (rows per layer, rejects per reason).
+    /// Running totals of this instance since it first started (rows per layer, rejects per
+    /// reason).
     pub totals: BTreeMap<String, u64>,
+    /// Every lane this instance has checkpointed, by lane number (a Kafka partition number; 0
+    /// for sources without partitions). Lanes it gave away keep their last checkpoint here:
+    /// `Lake::lane_checkpoints` picks the furthest one over all instances.
+    #[serde(default)]
+    pub lanes: BTreeMap<u32, LaneCheckpoint>,
+}
+
+/// Where a lane resumes: its source position, its stages' state and event times.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LaneCheckpoint {
+    /// Source records of this lane consumed by every instance that owned it: the larger, the
+    /// later the checkpoint.
+    pub records: u64,
+    /// Where the lane's source resumes (source-specific).
+    pub position: serde_json::Value,
     /// Where each stateful stage's snapshot lives (`_state/…`), by stage name. The snapshot
     /// files are staged and renamed with the data files, so state and output always match.
     #[serde(default)]
@@ -128,6 +147,12 @@ pub struct Partitioning {
     pub event_time: String,
 }
 
+/// Reads what commits left behind: checkpoints and state.
+#[derive(Clone)]
+pub struct LakeReader {
+    store: Arc<dyn ObjectStore>,
+}
+
 pub struct LakeWriter {
     store: Arc<dyn ObjectStore>,
     properties: WriterProperties,
@@ -145,6 +170,12 @@ impl LakeWriter {
             properties,
             open: BTreeMap::new(),
         })
+    }
+
+    pub fn reader(&self) -> LakeReader {
+        LakeReader {
+            store: self.store.clone(),
+        }
     }
 
     /// Memory held by open files: encoders in progress plus encoded row groups.
@@ -209,15 +240,19 @@ impl LakeWriter {
     }
 
     /// Closes every open file and commits them with the record (see the module docs).
-    /// `first`..=`last` is the range of source records the files hold.
+    /// `first`..=`last` is the range of this instance's source records the files hold;
+    /// `snapshots` are stage states by (lane, stage).
     pub async fn commit(
         &mut self,
         mut record: CommitRecord,
-        snapshots: BTreeMap<String, Vec<u8>>,
+        snapshots: BTreeMap<(u32, String), Vec<u8>>,
         first: u64,
         last: u64,
     ) -> Result<CommitRecord, LakeError> {
-        let staging = format!("_tmp/{}/{:010}", record.pipeline, record.epoch);
+        let staging = format!(
+            "_tmp/{}/{}/{:010}",
+            record.pipeline, record.instance, record.epoch
+        );
         let mut files = Vec::new();
         for (n, (dir, file)) in std::mem::take(&mut self.open).into_iter().enumerate() {
             let bytes = file.writer.into_inner()?;
@@ -227,16 +262,19 @@ impl LakeWriter {
                 .await?;
             files.push(CommittedFile {
                 staged,
-                path: format!("{dir}/part-{first:012}-{last:012}.parquet"),
+                path: format!(
+                    "{dir}/part-{}-{first:012}-{last:012}.parquet",
+                    record.instance
+                ),
                 layer: file.layer,
                 rows: file.rows,
             });
         }
-        for (stage, snapshot) in snapshots {
-            let staged = format!("{staging}/state-{stage}.bin");
+        for ((lane, stage), snapshot) in snapshots {
+            let staged = format!("{staging}/state-{lane}-{stage}.bin");
             let path = format!(
-                "_state/{}/{:010}/{stage}.bin",
-                record.pipeline, record.epoch
+                "_state/{}/{}/{:010}/lane-{lane}/{stage}.bin",
+                record.pipeline, record.instance, record.epoch
             );
             let rows = snapshot.len() as u64;
             self.store
@@ -245,7 +283,12 @@ impl LakeWriter {
                     PutPayload::from(snapshot),
                 )
                 .await?;
-            record.state.insert(stage, path.clone());
+            record
+                .lanes
+                .entry(lane)
+                .or_default()
+                .state
+                .insert(stage, path.clone());
             files.push(CommittedFile {
                 staged,
                 path,
@@ -254,7 +297,7 @@ impl LakeWriter {
             });
         }
         record.files = files;
-        let record_path = commit_path(&record.pipeline, record.epoch);
+        let record_path = commit_path(&record.pipeline, &record.instance, record.epoch);
         let json = serde_json::to_vec_pretty(&record).expect("commit records serialise");
         // A local put is itself atomic (temporary file + rename), so a reader of `_commits/`
         // never sees half a record.
@@ -291,13 +334,37 @@ impl LakeWriter {
         Ok(())
     }
 
-    /// The stage snapshots a commit record points to.
+    /// Completes the last commit of this instance of `pipeline` after a crash and removes its
+    /// uncommitted staging files; returns that commit, from which the instance resumes.
+    pub async fn recover(
+        &self,
+        pipeline: &str,
+        instance: &str,
+    ) -> Result<Option<CommitRecord>, LakeError> {
+        let record = self
+            .reader()
+            .latest_record(&format!("_commits/{pipeline}/{instance}"))
+            .await?;
+        if let Some(record) = &record {
+            self.finish(record).await?;
+        }
+        let staging = StorePath::from(format!("_tmp/{pipeline}/{instance}"));
+        let leftovers: Vec<_> = self.store.list(Some(&staging)).collect().await;
+        for meta in leftovers {
+            self.store.delete(&meta?.location).await?;
+        }
+        Ok(record)
+    }
+}
+
+impl LakeReader {
+    /// The stage snapshots a lane checkpoint points to.
     pub async fn read_state(
         &self,
-        record: &CommitRecord,
+        lane: &LaneCheckpoint,
     ) -> Result<BTreeMap<String, Vec<u8>>, LakeError> {
         let mut state = BTreeMap::new();
-        for (stage, path) in &record.state {
+        for (stage, path) in &lane.state {
             let bytes = self
                 .store
                 .get(&StorePath::from(path.as_str()))
@@ -309,10 +376,34 @@ impl LakeWriter {
         Ok(state)
     }
 
-    /// Completes the last commit of `pipeline` after a crash and removes uncommitted staging
-    /// files; returns that commit, from which the pipeline resumes.
-    pub async fn recover(&self, pipeline: &str) -> Result<Option<CommitRecord>, LakeError> {
+    /// The furthest checkpoint of every lane of `pipeline`, over the commit logs of all its
+    /// instances: where a lane resumes when this instance takes it over.
+    pub async fn lane_checkpoints(
+        &self,
+        pipeline: &str,
+    ) -> Result<BTreeMap<u32, LaneCheckpoint>, LakeError> {
         let prefix = StorePath::from(format!("_commits/{pipeline}"));
+        let listing = self.store.list_with_delimiter(Some(&prefix)).await?;
+        let mut lanes: BTreeMap<u32, LaneCheckpoint> = BTreeMap::new();
+        for instance in listing.common_prefixes {
+            let Some(record) = self.latest_record(instance.as_ref()).await? else {
+                continue;
+            };
+            for (lane, checkpoint) in record.lanes {
+                if lanes
+                    .get(&lane)
+                    .is_none_or(|known| checkpoint.records > known.records)
+                {
+                    lanes.insert(lane, checkpoint);
+                }
+            }
+        }
+        Ok(lanes)
+    }
+
+    /// The newest commit record under `prefix` (records are named by zero-padded epoch).
+    async fn latest_record(&self, prefix: &str) -> Result<Option<CommitRecord>, LakeError> {
+        let prefix = StorePath::from(prefix);
         let mut latest: Option<StorePath> = None;
         let mut listing = self.store.list(Some(&prefix));
         while let Some(meta) = listing.next().await {
@@ -325,30 +416,20 @@ impl LakeWriter {
                 latest = Some(location);
             }
         }
-        let record = match latest {
-            None => None,
-            Some(path) => {
-                let bytes = self.store.get(&path).await?.bytes().await?;
-                let record: CommitRecord =
-                    serde_json::from_slice(&bytes).map_err(|e| LakeError::CommitRecord {
-                        path: path.to_string(),
-                        message: e.to_string(),
-                    })?;
-                self.finish(&record).await?;
-                Some(record)
-            }
+        let Some(path) = latest else {
+            return Ok(None);
         };
-        let staging = StorePath::from(format!("_tmp/{pipeline}"));
-        let leftovers: Vec<_> = self.store.list(Some(&staging)).collect().await;
-        for meta in leftovers {
-            self.store.delete(&meta?.location).await?;
-        }
-        Ok(record)
+        let bytes = self.store.get(&path).await?.bytes().await?;
+        let record = serde_json::from_slice(&bytes).map_err(|e| LakeError::CommitRecord {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Some(record))
     }
 }
 
-fn commit_path(pipeline: &str, epoch: u64) -> String {
-    format!("_commits/{pipeline}/{epoch:010}.json")
+fn commit_path(pipeline: &str, instance: &str, epoch: u64) -> String {
+    format!("_commits/{pipeline}/{instance}/{epoch:010}.json")
 }
 
 /// A partition directory (`k=v/k=v`) and its rows; `None` means the whole batch.

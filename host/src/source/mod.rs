@@ -1,8 +1,18 @@
 //! Sources produce raw records in batches, each batch of one topic, with a position to
 //! resume from. Sources are synchronous and run on their own thread; the pipeline pulls
 //! batches through a bounded channel, so a slow sink slows the source (back pressure).
+//!
+//! A batch belongs to a lane: a Kafka partition number (0 for sources without partitions).
+//! Each lane has its own plugin instances and state, so keyed state (a user's session) moves
+//! with its partition when a consumer group rebalances.
 pub mod files;
 pub mod generator;
+pub mod kafka;
+
+use crate::decode::DeadLetter;
+use crate::sink::lake::LaneCheckpoint;
+use std::collections::BTreeMap;
+use std::sync::mpsc;
 
 /// Raw records of one topic: newline-terminated bytes with an offset per record.
 #[derive(Debug, Clone, Default)]
@@ -18,6 +28,26 @@ pub struct RawBatch {
     /// Set on the last batch of a consistent cut: resuming from it neither skips nor repeats
     /// a record. The pipeline commits only at such batches.
     pub position: Option<serde_json::Value>,
+    pub lane: u32,
+    /// Records the source itself could not decode (bad Avro, say), for the dead-letter output.
+    pub rejected: Vec<DeadLetter>,
+}
+
+/// What flows from the source thread to the pipeline.
+pub enum SourceEvent {
+    Batch(RawBatch),
+    /// The consumer group gave this instance these lanes. The pipeline opens them (restoring
+    /// plugin state) and replies with each lane's checkpoint, from which the source seeks.
+    Assigned {
+        lanes: Vec<u32>,
+        reply: mpsc::Sender<BTreeMap<u32, LaneCheckpoint>>,
+    },
+    /// These lanes are being taken away. The pipeline commits everything it holds (output and
+    /// state durable) and closes them, then replies with the committed position of each.
+    Revoked {
+        lanes: Vec<u32>,
+        reply: mpsc::Sender<BTreeMap<u32, serde_json::Value>>,
+    },
 }
 
 impl RawBatch {
@@ -61,9 +91,27 @@ pub enum SourceError {
     BadPosition { position: String, reason: String },
     #[error("{0}")]
     Config(String),
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 pub trait Source: Send {
-    /// The next batch, or `None` when a finite source is exhausted.
+    /// The next batch, or `None` when a finite source is exhausted or a stream is stopped.
     fn next_batch(&mut self) -> Result<Option<RawBatch>, SourceError>;
+
+    /// A finite source ends when its input does: the pipeline then closes every window. An
+    /// unbounded one (Kafka) only stops; its open state is checkpointed, not flushed.
+    fn is_bounded(&self) -> bool {
+        true
+    }
+
+    /// Where the pipeline reports the lane positions it has durably committed (Kafka commits
+    /// them to the consumer group), if the source wants to know.
+    fn durable_positions(&self) -> Option<mpsc::Sender<BTreeMap<u32, serde_json::Value>>> {
+        None
+    }
+
+    /// The run is asked to stop. A stream hands its lanes back first (as on a rebalance), so
+    /// whoever takes its partitions next resumes from a durable checkpoint.
+    fn stop(&mut self) {}
 }

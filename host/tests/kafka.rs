@@ -1,0 +1,447 @@
+//! Kafka in, end to end against a real broker (`tests/services/kafka/kafka.sh`): exactly-once
+//! into bronze, across a SIGKILL, a consumer-group handover and a broker outage; undecodable
+//! messages in the dead-letter topic with headers.
+//!
+//! Each test starts a broker of its own (its own name, port and data) and the tests take turns,
+//! so their topics never mix and two JVMs never compete for the 2 cores.
+mod common;
+
+use common::{assert_success, int64_column, read_layer, repo_root, string_column};
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_BROKER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+struct Broker {
+    name: String,
+    port: u16,
+}
+
+impl Broker {
+    fn start(name: &str, port: u16) -> Broker {
+        let broker = Broker {
+            name: name.to_string(),
+            port,
+        };
+        broker.script("wipe");
+        broker.script("start");
+        broker
+    }
+
+    fn script(&self, command: &str) {
+        let status = Command::new("bash")
+            .arg(repo_root().join("tests/services/kafka/kafka.sh"))
+            .args([command, &self.name, &self.port.to_string()])
+            .status()
+            .expect("running kafka.sh");
+        assert!(status.success(), "kafka.sh {command} {} failed", self.name);
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn generate(&self, events: u64, seed: u64, extra: &[&str]) -> u64 {
+        let to = format!("kafka://{}", self.address());
+        let events = events.to_string();
+        let seed = seed.to_string();
+        let mut args = vec![
+            "gen", "--events", &events, "--seed", &seed, "--users", "300", "--to", &to,
+        ];
+        args.extend_from_slice(extra);
+        let stdout = assert_success(&common::sluice(&args, &[]));
+        stdout
+            .lines()
+            .find_map(|l| {
+                l.split_once(" events in ")
+                    .map(|(n, _)| n.trim().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no total in {stdout}"))
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.script("wipe");
+    }
+}
+
+fn pipeline(dir: &Path, broker: &Broker, instance: &str, source_extra: &str) -> PathBuf {
+    let path = dir.join(format!("{instance}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name: streamify\ninstance: {instance}\nsource:\n  kafka:\n    brokers: {}\n    topics: [listen_events, page_view_events, auth_events, status_change_events]\n    group: sluice-test\n    exit_when_idle_ms: 4000\n{source_extra}batch_rows: 4096\nlake:\n  uri: file://{}/lake\n  commit_rows: 40000\n  commit_interval_ms: 1000\nbronze:\n  partition_by: [date]\n",
+            broker.address(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn run(pipeline: &Path) -> String {
+    assert_success(&common::sluice(
+        &["run", "--quiet", pipeline.to_str().unwrap()],
+        &[],
+    ))
+}
+
+/// A host process that is killed if the test fails before it ends.
+struct Host(Child);
+
+impl std::ops::Deref for Host {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Host {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Host {
+    /// SIGTERM, as a service manager stops it; waits for the exit.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(pipeline: &Path) -> Host {
+    Host(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--quiet", pipeline.to_str().unwrap()])
+            .env("SLUICE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn commits(lake: &Path, instance: &str) -> usize {
+    std::fs::read_dir(lake.join("_commits/streamify").join(instance)).map_or(0, |d| d.count())
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Asserts that bronze holds each produced message exactly once: `expected` rows, no
+/// (partition, offset) twice, and every partition's offsets contiguous from 0.
+fn assert_exactly_once(lake: &Path, expected: u64) {
+    let bronze = read_layer(lake, "bronze");
+    let origins = string_column(&bronze, "_origin");
+    let offsets = int64_column(&bronze, "_offset");
+    let mut seen = HashSet::new();
+    let mut per_partition: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for (origin, offset) in origins.iter().zip(&offsets) {
+        assert!(
+            seen.insert((origin.clone(), *offset)),
+            "{origin}@{offset} is in bronze twice"
+        );
+        per_partition.entry(origin).or_default().push(*offset);
+    }
+    for (origin, offsets) in &mut per_partition {
+        offsets.sort_unstable();
+        let gaps = offsets
+            .iter()
+            .enumerate()
+            .filter(|(i, o)| *i as i64 != **o)
+            .count();
+        assert_eq!(gaps, 0, "{origin}: offsets are not 0..{}", offsets.len());
+    }
+    assert_eq!(origins.len() as u64, expected, "bronze rows");
+    assert_eq!(
+        per_partition.len(),
+        16,
+        "4 topics × 4 partitions: {:?}",
+        per_partition.keys()
+    );
+}
+
+#[test]
+fn a_million_events_land_in_bronze_exactly_once() {
+    let _turn = ONE_BROKER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let broker = Broker::start("kafka-million", 19110);
+    let produced = broker.generate(1_000_000, 1, &[]);
+    assert_eq!(produced, 1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    run(&pipeline(dir.path(), &broker, "main", ""));
+    assert_exactly_once(&dir.path().join("lake"), produced);
+}
+
+#[test]
+fn sigkill_mid_stream_and_restart_is_still_exactly_once() {
+    let _turn = ONE_BROKER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let broker = Broker::start("kafka-crash", 19120);
+    let produced = broker.generate(300_000, 2, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let p = pipeline(dir.path(), &broker, "main", "");
+    let mut child = spawn(&p);
+    wait_for("two commits", || {
+        assert!(child.try_wait().unwrap().is_none(), "finished too early");
+        commits(&lake, "main") >= 2
+    });
+    child.kill().unwrap(); // SIGKILL: no final commit, no goodbye to the group
+    child.wait().unwrap();
+    run(&p);
+    assert_exactly_once(&lake, produced);
+}
+
+#[test]
+fn two_members_split_the_partitions_and_hand_over_on_stop() {
+    let _turn = ONE_BROKER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let broker = Broker::start("kafka-group", 19130);
+    let produced = broker.generate(400_000, 3, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    // A slow start: small batches, so the second member joins while the first is busy.
+    let throttle = "    max_batch_ms: 100\n";
+    let mut first = spawn(&pipeline(dir.path(), &broker, "a", throttle));
+    wait_for("a's first commit", || commits(&lake, "a") >= 1);
+    let mut second = spawn(&pipeline(dir.path(), &broker, "b", throttle));
+    wait_for("b's first commit", || commits(&lake, "b") >= 1);
+    // A graceful stop: `a` commits, gives its partitions back, and `b` carries on with them.
+    let status = first.terminate();
+    assert!(status.success(), "a stopped with {status}");
+    let status = second.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(second.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "b: {status}\n{log}");
+    assert_exactly_once(&lake, produced);
+    let files: Vec<String> = common::parquet_files(&lake.join("bronze"))
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.starts_with("part-a-")),
+        "a wrote nothing"
+    );
+    assert!(
+        files.iter().any(|f| f.starts_with("part-b-")),
+        "b wrote nothing"
+    );
+    assert!(
+        log.contains("lanes assigned"),
+        "b was never assigned: {log}"
+    );
+}
+
+#[test]
+fn the_host_waits_out_a_broker_outage_and_loses_nothing() {
+    let _turn = ONE_BROKER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let broker = Broker::start("kafka-outage", 19140);
+    let mut produced = broker.generate(100_000, 4, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let p = pipeline(dir.path(), &broker, "main", "");
+    std::fs::write(
+        &p,
+        std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("exit_when_idle_ms: 4000", "exit_when_idle_ms: 30000"),
+    )
+    .unwrap();
+    let mut child = spawn(&p);
+    wait_for("a commit", || commits(&lake, "main") >= 1);
+    broker.script("stop");
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the host gave up while the broker was down"
+    );
+    broker.script("start");
+    produced += broker.generate(100_000, 5, &[]);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_exactly_once(&lake, produced);
+}
+
+fn dead_letters(
+    broker: &Broker,
+    topic: &str,
+    expected: usize,
+) -> Vec<(String, BTreeMap<String, String>)> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("group.id", "dlq-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut letters = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while letters.len() < expected && Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.unwrap();
+        let mut headers = BTreeMap::new();
+        if let Some(h) = message.headers() {
+            for header in h.iter() {
+                headers.insert(
+                    header.key.to_string(),
+                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        let payload = message.payload().unwrap_or_default();
+        letters.push((String::from_utf8_lossy(payload).into_owned(), headers));
+    }
+    letters
+}
+
+fn produce_raw(broker: &Broker, topic: &str, payloads: &[&[u8]]) {
+    let producer = sluice::source::kafka::producer(&broker.address(), &BTreeMap::new()).unwrap();
+    for payload in payloads {
+        sluice::source::kafka::send(&producer, topic, Some(b"1"), payload, None).unwrap();
+    }
+    sluice::source::kafka::flush(&producer).unwrap();
+}
+
+#[test]
+fn undecodable_json_and_avro_go_to_the_dead_letter_topic_with_headers() {
+    let _turn = ONE_BROKER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let dlq = "    dead_letter_topic: eventsim-dlq\n";
+
+    // JSON: two malformed messages among generated ones.
+    let broker = Broker::start("kafka-dlq-json", 19150);
+    let produced = broker.generate(20_000, 6, &[]);
+    produce_raw(
+        &broker,
+        "listen_events",
+        &[b"{\"ts\": 17", b"not json at all"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    run(&pipeline(dir.path(), &broker, "main", dlq));
+    let bronze = read_layer(&dir.path().join("lake"), "bronze");
+    assert_eq!(common::rows(&bronze) as u64, produced);
+    let letters = dead_letters(&broker, "eventsim-dlq", 2);
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let payloads: HashSet<&str> = letters.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(payloads, HashSet::from(["{\"ts\": 17", "not json at all"]));
+    for (_, headers) in &letters {
+        assert_eq!(headers["sluice.topic"], "listen_events");
+        assert!(
+            headers["sluice.partition"].parse::<i32>().is_ok(),
+            "{headers:?}"
+        );
+        assert!(
+            headers["sluice.offset"].parse::<i64>().is_ok(),
+            "{headers:?}"
+        );
+        assert!(!headers["sluice.error"].is_empty(), "{headers:?}");
+    }
+    // Also in the lake's dead-letter output, with the same reason.
+    assert_eq!(
+        common::rows(&read_layer(&dir.path().join("lake"), "_rejects")),
+        2
+    );
+    drop(broker);
+
+    // Avro with schemas from the pipeline file: one truncated datum, one JSON message.
+    let broker = Broker::start("kafka-dlq-avro", 19160);
+    let produced = broker.generate(20_000, 7, &["--format", "avro"]);
+    produce_raw(&broker, "auth_events", &[b"\x02\x04", b"{\"ts\": 1}"]);
+    let dir = tempfile::tempdir().unwrap();
+    let schemas: String = [
+        "listen_events",
+        "page_view_events",
+        "auth_events",
+        "status_change_events",
+    ]
+    .iter()
+    .map(|topic| {
+        let arrow = sluice::decode::schema::eventsim(topic).unwrap();
+        let text = sluice::decode::avro::avro_schema(topic, &arrow);
+        format!("      {topic}: '{text}'\n")
+    })
+    .collect();
+    let avro = format!("    format: avro\n    avro_schemas:\n{schemas}{dlq}");
+    run(&pipeline(dir.path(), &broker, "main", &avro));
+    let bronze = read_layer(&dir.path().join("lake"), "bronze");
+    assert_eq!(
+        common::rows(&bronze) as u64,
+        produced,
+        "every valid datum decoded"
+    );
+    let letters = dead_letters(&broker, "eventsim-dlq", 2);
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for (_, headers) in &letters {
+        assert_eq!(headers["sluice.topic"], "auth_events");
+        assert!(headers["sluice.error"].contains("Avro"), "{headers:?}");
+    }
+}
+
+#[test]
+fn streamify_yaml_runs_against_kafka_until_sigterm() {
+    let _turn = ONE_BROKER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let broker = Broker::start("kafka-streamify", 19170);
+    let produced = broker.generate(60_000, 8, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let mut child = Host(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--quiet", "pipelines/streamify.yaml"])
+            .current_dir(repo_root())
+            .env("SLUICE_KAFKA", broker.address())
+            .env("SLUICE_LAKE", format!("file://{}", lake.display()))
+            .env("SLUICE_PLUGIN_DIR", common::plugin_dir())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("every event in bronze", || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "a stream does not end by itself"
+        );
+        lake.join("bronze").is_dir()
+            && common::rows(&read_layer(&lake, "bronze")) as u64 == produced
+    });
+    let status = child.terminate();
+    assert!(status.success(), "{status}");
+    assert_exactly_once(&lake, produced);
+    assert!(common::rows(&read_layer(&lake, "silver")) as u64 > produced * 9 / 10);
+    assert!(
+        !read_layer(&lake, "gold").is_empty(),
+        "closed sessions reach gold"
+    );
+}
