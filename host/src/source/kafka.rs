@@ -251,6 +251,7 @@ pub struct KafkaSource {
     durable_sender: mpsc::Sender<BTreeMap<u32, serde_json::Value>>,
     /// Set by a signal: checked between polls, since a quiet stream never returns a batch.
     stop_requested: Option<Arc<AtomicBool>>,
+    last_age_check: Instant,
 }
 
 fn client_config(brokers: &str, options: &BTreeMap<String, String>) -> ClientConfig {
@@ -322,6 +323,7 @@ impl KafkaSource {
             durable,
             durable_sender,
             stop_requested: stop,
+            last_age_check: Instant::now(),
         })
     }
 
@@ -372,9 +374,14 @@ impl KafkaSource {
         batches.ready.pop_front()
     }
 
-    /// Seals partitions whose oldest pending message is older than `max_batch_age`.
-    fn seal_old(&self) -> Option<RawBatch> {
+    /// Seals partitions whose oldest pending message is older than `max_batch_age`, looking
+    /// at most every 10 ms (not per message) and otherwise handing out sealed batches.
+    fn seal_old(&mut self) -> Option<RawBatch> {
         let mut batches = self.consumer.context().lock();
+        if self.last_age_check.elapsed() < Duration::from_millis(10) {
+            return batches.ready.pop_front();
+        }
+        self.last_age_check = Instant::now();
         let old: Vec<_> = batches
             .pending
             .iter()
