@@ -57,6 +57,18 @@ pub const REJECT_REASON_COLUMN: &str = "_reject_reason";
 /// Schema metadata key under which the host names the table (topic) of each input batch.
 pub const TOPIC_METADATA: &str = "sluice.topic";
 
+/// Schema metadata key under which a plugin declares the columns (comma-separated) that
+/// identify a row of an output table. Sinks that upsert use it: ClickHouse tables are
+/// created ordered by it, so a replayed row replaces its copy.
+pub const KEY_METADATA: &str = "sluice.key";
+
+/// `schema` with its row identity declared (see [`KEY_METADATA`]).
+pub fn with_key(schema: arrow_schema::Schema, columns: &[&str]) -> arrow_schema::Schema {
+    let mut metadata = schema.metadata().clone();
+    metadata.insert(KEY_METADATA.to_string(), columns.join(","));
+    schema.with_metadata(metadata)
+}
+
 /// The table (topic) the host says an input batch belongs to, e.g. `listen_events`.
 pub fn topic_of(batch: &arrow_array::RecordBatch) -> Option<&str> {
     batch
@@ -79,7 +91,9 @@ pub fn with_topic(batch: &arrow_array::RecordBatch, topic: &str) -> arrow_array:
 
 /// What most plugins need in scope.
 pub mod prelude {
-    pub use crate::{BatchExt, Config, Outputs, Plugin, PluginError, PluginInfo, topic_of};
+    pub use crate::{
+        BatchExt, Config, Outputs, Plugin, PluginError, PluginInfo, topic_of, with_key,
+    };
     pub use arrow_array::cast::AsArray;
     pub use arrow_array::{
         Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch,

@@ -8,7 +8,7 @@
 //! once per run, restarts included (the open days are the plugin's state), so downstream
 //! consumers never merge partial rows. Input for a day already emitted is rejected as `late`.
 //!
-//! Tables (named outputs), each keyed by `date`:
+//! Tables (named outputs), one row per key (declared as each output's `sluice.key` metadata):
 //! * `daily_active_users` (date, level, users) — distinct users with any event, by level;
 //! * `streams_per_hour` (date, hour, streams) — listen events per hour of day;
 //! * `top_songs` (date, rank, artist, song, plays), `top_artists` (date, rank, artist, plays);
@@ -284,13 +284,14 @@ impl Tables {
     }
 
     fn finish(mut self, out: &mut Outputs) -> Result<(), PluginError> {
-        fn table(columns: Vec<(&str, ArrayRef)>) -> Result<RecordBatch, PluginError> {
+        // `key`: the columns that identify a row (for sinks that upsert, e.g. ClickHouse).
+        fn table(key: &[&str], columns: Vec<(&str, ArrayRef)>) -> Result<RecordBatch, PluginError> {
             let fields: Vec<Field> = columns
                 .iter()
                 .map(|(name, array)| Field::new(*name, array.data_type().clone(), false))
                 .collect();
             Ok(RecordBatch::try_new(
-                Arc::new(Schema::new(fields)),
+                Arc::new(with_key(Schema::new(fields), key)),
                 columns.into_iter().map(|(_, a)| a).collect(),
             )?)
         }
@@ -298,68 +299,89 @@ impl Tables {
         let t = &mut self;
         out.emit(
             "daily_active_users",
-            table(vec![
-                ("date", date(&mut t.dau.0)),
-                ("level", Arc::new(t.dau.1.finish())),
-                ("users", Arc::new(t.dau.2.finish())),
-            ])?,
+            table(
+                &["date", "level"],
+                vec![
+                    ("date", date(&mut t.dau.0)),
+                    ("level", Arc::new(t.dau.1.finish())),
+                    ("users", Arc::new(t.dau.2.finish())),
+                ],
+            )?,
         );
         out.emit(
             "streams_per_hour",
-            table(vec![
-                ("date", date(&mut t.streams.0)),
-                ("hour", Arc::new(t.streams.1.finish())),
-                ("streams", Arc::new(t.streams.2.finish())),
-            ])?,
+            table(
+                &["date", "hour"],
+                vec![
+                    ("date", date(&mut t.streams.0)),
+                    ("hour", Arc::new(t.streams.1.finish())),
+                    ("streams", Arc::new(t.streams.2.finish())),
+                ],
+            )?,
         );
         out.emit(
             "top_songs",
-            table(vec![
-                ("date", date(&mut t.top_songs.0)),
-                ("rank", Arc::new(t.top_songs.1.finish())),
-                ("artist", Arc::new(t.top_songs.2.finish())),
-                ("song", Arc::new(t.top_songs.3.finish())),
-                ("plays", Arc::new(t.top_songs.4.finish())),
-            ])?,
+            table(
+                &["date", "rank"],
+                vec![
+                    ("date", date(&mut t.top_songs.0)),
+                    ("rank", Arc::new(t.top_songs.1.finish())),
+                    ("artist", Arc::new(t.top_songs.2.finish())),
+                    ("song", Arc::new(t.top_songs.3.finish())),
+                    ("plays", Arc::new(t.top_songs.4.finish())),
+                ],
+            )?,
         );
         out.emit(
             "top_artists",
-            table(vec![
-                ("date", date(&mut t.top_artists.0)),
-                ("rank", Arc::new(t.top_artists.1.finish())),
-                ("artist", Arc::new(t.top_artists.2.finish())),
-                ("plays", Arc::new(t.top_artists.3.finish())),
-            ])?,
+            table(
+                &["date", "rank"],
+                vec![
+                    ("date", date(&mut t.top_artists.0)),
+                    ("rank", Arc::new(t.top_artists.1.finish())),
+                    ("artist", Arc::new(t.top_artists.2.finish())),
+                    ("plays", Arc::new(t.top_artists.3.finish())),
+                ],
+            )?,
         );
         out.emit(
             "listening_by_state",
-            table(vec![
-                ("date", date(&mut t.listening.0)),
-                ("state", Arc::new(t.listening.1.finish())),
-                ("level", Arc::new(t.listening.2.finish())),
-                ("listen_seconds", Arc::new(t.listening.3.finish())),
-                ("plays", Arc::new(t.listening.4.finish())),
-            ])?,
+            table(
+                &["date", "state", "level"],
+                vec![
+                    ("date", date(&mut t.listening.0)),
+                    ("state", Arc::new(t.listening.1.finish())),
+                    ("level", Arc::new(t.listening.2.finish())),
+                    ("listen_seconds", Arc::new(t.listening.3.finish())),
+                    ("plays", Arc::new(t.listening.4.finish())),
+                ],
+            )?,
         );
         out.emit(
             "sessions_per_day",
-            table(vec![
-                ("date", date(&mut t.sessions.0)),
-                ("sessions", Arc::new(t.sessions.1.finish())),
-                ("mean_duration_s", Arc::new(t.sessions.2.finish())),
-                ("median_duration_s", Arc::new(t.sessions.3.finish())),
-                ("songs_per_session", Arc::new(t.sessions.4.finish())),
-            ])?,
+            table(
+                &["date"],
+                vec![
+                    ("date", date(&mut t.sessions.0)),
+                    ("sessions", Arc::new(t.sessions.1.finish())),
+                    ("mean_duration_s", Arc::new(t.sessions.2.finish())),
+                    ("median_duration_s", Arc::new(t.sessions.3.finish())),
+                    ("songs_per_session", Arc::new(t.sessions.4.finish())),
+                ],
+            )?,
         );
         out.emit(
             "subscriptions_per_day",
-            table(vec![
-                ("date", date(&mut t.subscriptions.0)),
-                ("upgrades", Arc::new(t.subscriptions.1.finish())),
-                ("downgrades", Arc::new(t.subscriptions.2.finish())),
-                ("cancellations", Arc::new(t.subscriptions.3.finish())),
-                ("registrations", Arc::new(t.subscriptions.4.finish())),
-            ])?,
+            table(
+                &["date"],
+                vec![
+                    ("date", date(&mut t.subscriptions.0)),
+                    ("upgrades", Arc::new(t.subscriptions.1.finish())),
+                    ("downgrades", Arc::new(t.subscriptions.2.finish())),
+                    ("cancellations", Arc::new(t.subscriptions.3.finish())),
+                    ("registrations", Arc::new(t.subscriptions.4.finish())),
+                ],
+            )?,
         );
         Ok(())
     }

@@ -204,8 +204,9 @@ pub fn sessions_batch(sessions: &[Session]) -> Result<RecordBatch, PluginError> 
         fields.push(Field::new(name, DataType::Utf8, true));
         columns.push(Arc::new(builder.finish()));
     }
+    // A user's session is identified by its start (for sinks that upsert, e.g. ClickHouse).
     Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
+        Arc::new(with_key(Schema::new(fields), &["userId", "session_start"])),
         columns,
     )?)
 }
