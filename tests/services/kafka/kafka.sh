@@ -13,6 +13,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../../../scripts/env.sh"
+. "$here/../pidfile.sh"
 
 command=${1:-}
 name=${2:-kafka}
@@ -33,10 +34,6 @@ install() {
   mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
     -DoutputDirectory="$lib" -DincludeScope=runtime >&2
   touch "$lib/.complete"
-}
-
-running() {
-  [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
 }
 
 java_run() {
@@ -104,18 +101,6 @@ EOF
   return 1
 }
 
-stop() {
-  running || { rm -f "$pidfile"; return 0; }
-  local pid
-  pid=$(cat "$pidfile")
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 60); do
-    kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }
-    sleep 0.5
-  done
-  kill -9 "$pid" 2>/dev/null || true
-  rm -f "$pidfile"
-}
 
 case "$command" in
   install) install ;;
