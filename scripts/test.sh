@@ -17,6 +17,7 @@ for tool in java mvn; do
   command -v "$tool" >/dev/null || { echo "$tool is needed for the Kafka tests (JDK 17 + Maven)" >&2; exit 1; }
 done
 bash tests/services/kafka/kafka.sh install
+bash tests/services/clickhouse/clickhouse.sh install
 
 echo "== Rust tests (unit, SDK harness, runtime, end to end)"
 cargo test --workspace

@@ -3,6 +3,8 @@
 //! `source` → `decode` → `stage` → `sink`, wired by `pipeline` from `config`.
 pub mod config;
 pub mod decode;
+pub mod failpoint;
+pub mod metrics;
 pub mod pipeline;
 pub mod report;
 pub mod sink;

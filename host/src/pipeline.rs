@@ -2,6 +2,7 @@
 //! source → decode → bronze → stages (each may write a layer) → commit.
 use crate::config::{LoadedPipeline, SourceKind, StageConfig};
 use crate::decode::{DeadLetter, JsonDecoder};
+use crate::sink::clickhouse::{ClickHouseError, ClickHouseSink};
 use crate::sink::dead_letter;
 use crate::sink::lake::{
     CommitRecord, LakeError, LakeReader, LakeUri, LakeWriter, LaneCheckpoint, Partitioning,
@@ -31,6 +32,8 @@ pub enum PipelineError {
     Runtime(std::io::Error),
     #[error("stage `{stage}`: cannot restore its checkpointed state: {reason}")]
     Restore { stage: String, reason: String },
+    #[error(transparent)]
+    ClickHouse(#[from] ClickHouseError),
     #[error("the lake sink stopped")]
     Sink,
 }
@@ -134,6 +137,20 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
     let lake = LakeWriter::new(&LakeUri::parse(&config.lake.uri)?, config.lake.zstd_level)?;
     let last = io.block_on(lake.recover(&config.name, &config.instance))?;
     let reader = lake.reader();
+    let clickhouse = match &config.clickhouse {
+        Some(clickhouse) => {
+            let mut sink = ClickHouseSink::connect(clickhouse, &config.name, options.stop.clone())?;
+            // The last commit may have become durable in the lake without reaching ClickHouse.
+            if let Some(last) = &last {
+                let report = sink.load(last, &reader, &io)?;
+                if !report.rows.is_empty() {
+                    tracing::info!(epoch = last.epoch, rows = ?report.rows, "ClickHouse caught up with the lake");
+                }
+            }
+            Some(sink)
+        }
+        None => None,
+    };
 
     let mut modules = Vec::new();
     for path in &loaded.plugin_paths {
@@ -177,7 +194,7 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
     let mut run = Run {
         loaded,
         modules,
-        sink: SinkThread::spawn(lake, io),
+        sink: SinkThread::spawn(lake, clickhouse, io),
         reader,
         reads: runtime()?,
         uncommitted_rows: 0,
@@ -749,11 +766,16 @@ enum SinkCommand {
 struct SinkThread {
     commands: Option<std::sync::mpsc::SyncSender<SinkCommand>>,
     buffered: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<Result<(), LakeError>>>,
+    thread: Option<std::thread::JoinHandle<Result<(), PipelineError>>>,
 }
 
 impl SinkThread {
-    fn spawn(mut lake: LakeWriter, io: tokio::runtime::Runtime) -> Self {
+    fn spawn(
+        mut lake: LakeWriter,
+        mut clickhouse: Option<ClickHouseSink>,
+        io: tokio::runtime::Runtime,
+    ) -> Self {
+        let reader = lake.reader();
         let (commands, receiver) = std::sync::mpsc::sync_channel::<SinkCommand>(8);
         let buffered = Arc::new(AtomicU64::new(0));
         let published = buffered.clone();
@@ -781,6 +803,10 @@ impl SinkThread {
                             let record =
                                 io.block_on(lake.commit(record, snapshots, first, last))?;
                             published.store(0, Ordering::Relaxed);
+                            // Positions become durable only once every sink has the rows.
+                            if let Some(clickhouse) = &mut clickhouse {
+                                clickhouse.load(&record, &reader, &io)?;
+                            }
                             notify(&record);
                             tracing::debug!(
                                 epoch = record.epoch,
@@ -818,7 +844,7 @@ impl SinkThread {
         self.commands = None;
         match self.thread.take().map(std::thread::JoinHandle::join) {
             None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(error))) => Err(error.into()),
+            Some(Ok(Err(error))) => Err(error),
             Some(Err(panic)) => std::panic::resume_unwind(panic),
         }
     }

@@ -6,13 +6,15 @@
 //! so their topics never mix and two JVMs never compete for the 2 cores.
 mod common;
 
-use common::{assert_success, int64_column, read_layer, repo_root, string_column};
+use common::{
+    Host, assert_success, int64_column, read_layer, repo_root, spawn, string_column, wait_for,
+};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -93,61 +95,8 @@ fn run(pipeline: &Path) -> String {
     ))
 }
 
-/// A host process that is killed if the test fails before it ends.
-struct Host(Child);
-
-impl std::ops::Deref for Host {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Host {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Host {
-    /// SIGTERM, as a service manager stops it; waits for the exit.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success(), "kill -TERM {pid}");
-        self.0.wait().unwrap()
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(pipeline: &Path) -> Host {
-    Host(
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", "--quiet", pipeline.to_str().unwrap()])
-            .env("SLUICE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
-}
-
 fn commits(lake: &Path, instance: &str) -> usize {
     std::fs::read_dir(lake.join("_commits/streamify").join(instance)).map_or(0, |d| d.count())
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Asserts that bronze holds each produced message exactly once: `expected` rows, no
@@ -414,6 +363,7 @@ fn streamify_yaml_runs_against_kafka_until_sigterm() {
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     let broker = Broker::start("kafka-streamify", 19170);
+    let clickhouse = common::ClickHouseServer::start("ch-streamify", 18470);
     let produced = broker.generate(60_000, 8, &[]);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
@@ -424,6 +374,9 @@ fn streamify_yaml_runs_against_kafka_until_sigterm() {
             .env("SLUICE_KAFKA", broker.address())
             .env("SLUICE_LAKE", format!("file://{}", lake.display()))
             .env("SLUICE_PLUGIN_DIR", common::plugin_dir())
+            .env("SLUICE_CLICKHOUSE", clickhouse.url())
+            .env("CLICKHOUSE_USER", "sluice")
+            .env("CLICKHOUSE_PASSWORD", common::PASSWORD)
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -440,8 +393,120 @@ fn streamify_yaml_runs_against_kafka_until_sigterm() {
     assert!(status.success(), "{status}");
     assert_exactly_once(&lake, produced);
     assert!(common::rows(&read_layer(&lake, "silver")) as u64 > produced * 9 / 10);
-    assert!(
-        !read_layer(&lake, "gold").is_empty(),
-        "closed sessions reach gold"
+    let sessions = common::rows(&read_layer(&lake, "gold"));
+    assert!(sessions > 0, "closed sessions reach gold");
+    // Every committed gold row is in ClickHouse, once.
+    assert_eq!(
+        clickhouse.count("SELECT count() FROM streamify.sessions FINAL"),
+        sessions as u64
     );
+    assert_eq!(
+        clickhouse.count("SELECT count() FROM streamify.sessions"),
+        sessions as u64
+    );
+}
+
+/// The sum of the group's committed offsets over the 16 partitions of the four topics.
+fn committed_total(broker: &Broker, group: &str) -> i64 {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for topic in [
+        "listen_events",
+        "page_view_events",
+        "auth_events",
+        "status_change_events",
+    ] {
+        for partition in 0..4 {
+            partitions.add_partition(topic, partition);
+        }
+    }
+    let committed = consumer
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .unwrap();
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| e.offset().to_raw().filter(|o| *o >= 0))
+        .sum()
+}
+
+#[test]
+fn group_offsets_wait_until_clickhouse_has_the_rows() {
+    let _turn = ONE_BROKER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let broker = Broker::start("kafka-offsets", 19180);
+    let clickhouse = common::ClickHouseServer::start("ch-offsets", 18480);
+    let produced = broker.generate(200_000, 9, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let p = pipeline(dir.path(), &broker, "main", "");
+    // Bronze into ClickHouse: every epoch has rows to load.
+    let mut yaml = std::fs::read_to_string(&p).unwrap();
+    yaml.push_str(&format!(
+        "clickhouse:\n  url: {}\n  user: sluice\n  password: {}\n  database: offsets\n  layer: bronze\n  max_backoff_ms: 300\n",
+        clickhouse.url(),
+        common::PASSWORD
+    ));
+    std::fs::write(&p, yaml).unwrap();
+    let loaded = |c: &common::ClickHouseServer| {
+        c.client()
+            .query("SELECT count() FROM offsets._sluice_loads")
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+
+    let mut child = spawn(&p);
+    wait_for("a load into ClickHouse", || loaded(&clickhouse) >= 1);
+    clickhouse.script("kill");
+    std::thread::sleep(Duration::from_secs(2));
+    let held = committed_total(&broker, "sluice-test");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        committed_total(&broker, "sluice-test"),
+        held,
+        "offsets were committed while ClickHouse was down"
+    );
+    // The lake's newest commit is durable but waits for ClickHouse: its offsets must not be
+    // in the group yet.
+    let newest = std::fs::read_dir(lake.join("_commits/streamify/main"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&newest).unwrap()).unwrap();
+    let in_lake: i64 = record["lanes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|lane| lane["position"].as_object().unwrap().values())
+        .map(|offset| offset.as_i64().unwrap())
+        .sum();
+    assert!(
+        held < in_lake,
+        "group offsets ({held}) include the lake commit ClickHouse lacks ({in_lake})"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the host gave up");
+    clickhouse.script("start");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+
+    assert_exactly_once(&lake, produced);
+    assert_eq!(committed_total(&broker, "sluice-test") as u64, produced);
+    let in_clickhouse: u64 = [
+        "listen_events",
+        "page_view_events",
+        "auth_events",
+        "status_change_events",
+    ]
+    .iter()
+    .map(|t| clickhouse.count(&format!("SELECT count() FROM offsets.{t} FINAL")))
+    .sum();
+    assert_eq!(in_clickhouse, produced);
 }

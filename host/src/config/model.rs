@@ -32,6 +32,9 @@ pub struct PipelineConfig {
     pub bronze: Option<LayerConfig>,
     #[serde(default)]
     pub stages: Vec<StageConfig>,
+    /// Loads a layer's committed tables (gold, by default) into ClickHouse.
+    #[serde(default)]
+    pub clickhouse: Option<ClickHouseConfig>,
 }
 
 fn default_instance() -> String {
@@ -282,4 +285,104 @@ pub struct StageConfig {
     /// pipeline's `event_time`), e.g. `session_start` for sessions.
     #[serde(default)]
     pub event_time: Option<String>,
+}
+
+/// Where and how a layer's tables are loaded into ClickHouse (see `sink::clickhouse`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// The HTTP interface, `http://HOST:PORT`.
+    pub url: String,
+    #[serde(default = "default_clickhouse_user")]
+    pub user: String,
+    #[serde(default)]
+    pub password: Secret,
+    /// Created if missing.
+    #[serde(default = "default_clickhouse_database")]
+    pub database: String,
+    /// The lake layer whose tables are loaded.
+    #[serde(default = "default_clickhouse_layer")]
+    pub layer: String,
+    /// Only these tables of the layer are loaded (default: all).
+    #[serde(default)]
+    pub include: Option<Vec<String>>,
+    /// Per-table DDL choices for tables Sluice creates.
+    #[serde(default)]
+    pub tables: std::collections::BTreeMap<String, ClickHouseTableConfig>,
+    /// At start, how long to wait for the server before giving up with an error. Once
+    /// running, an unreachable server is retried for as long as it takes.
+    #[serde(default = "default_clickhouse_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// One HTTP request (an insert of an epoch's rows of one table) may take this long.
+    #[serde(default = "default_clickhouse_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Retries back off exponentially from 100 ms up to this.
+    #[serde(default = "default_clickhouse_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// gzip the insert bodies (every server version accepts `Content-Encoding: gzip`).
+    #[serde(default = "yes")]
+    pub compress: bool,
+}
+
+fn default_clickhouse_user() -> String {
+    "default".to_string()
+}
+
+fn default_clickhouse_database() -> String {
+    "sluice".to_string()
+}
+
+fn default_clickhouse_layer() -> String {
+    "gold".to_string()
+}
+
+fn default_clickhouse_connect_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_clickhouse_request_timeout_ms() -> u64 {
+    300_000
+}
+
+fn default_clickhouse_max_backoff_ms() -> u64 {
+    10_000
+}
+
+/// How Sluice creates one ClickHouse table (an existing table is used as it is, if its
+/// columns fit).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseTableConfig {
+    /// The table engine (default `ReplacingMergeTree`: a replayed row replaces its copy).
+    #[serde(default)]
+    pub engine: Option<String>,
+    /// The sorting key, which for a ReplacingMergeTree is also the identity of a row
+    /// (default: the key the plugin declares in its schema's `sluice.key` metadata, else
+    /// every non-nullable, non-float column).
+    #[serde(default)]
+    pub order_by: Option<Vec<String>>,
+    /// A partition expression (default: `toYYYYMM(date)` when there is a `date` column).
+    #[serde(default)]
+    pub partition_by: Option<String>,
+}
+
+/// A string that never appears in logs or error messages (`Debug` prints `***`).
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "***" })
+    }
 }

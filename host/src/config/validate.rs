@@ -309,6 +309,58 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
         check_partitions(&key("partition_by"), &stage.partition_by, &mut problems);
     }
 
+    if let Some(clickhouse) = &config.clickhouse {
+        if !(clickhouse.url.starts_with("http://")) {
+            problems.push(at(
+                "clickhouse.url",
+                format!(
+                    "`{}` is not an http:// URL of ClickHouse's HTTP interface (https is not \
+                     built in: put a TLS proxy in front)",
+                    clickhouse.url
+                ),
+            ));
+        }
+        let name_ok = |name: &str| {
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        if !name_ok(&clickhouse.database) {
+            problems.push(at(
+                "clickhouse.database",
+                format!("`{}` is not a valid database name", clickhouse.database),
+            ));
+        }
+        let layers: Vec<&str> = config
+            .stages
+            .iter()
+            .filter_map(|s| s.layer.as_deref())
+            .chain(config.bronze.as_ref().map(|_| "bronze"))
+            .collect();
+        if !layers.contains(&clickhouse.layer.as_str()) {
+            problems.push(at(
+                "clickhouse.layer",
+                format!(
+                    "no stage writes layer `{}` (layers written: {})",
+                    clickhouse.layer,
+                    layers.join(", ")
+                ),
+            ));
+        }
+        for table in clickhouse.tables.keys() {
+            if !name_ok(table) {
+                problems.push(at(
+                    &format!("clickhouse.tables.{table}"),
+                    format!("`{table}` is not a valid table name"),
+                ));
+            }
+        }
+        if clickhouse.request_timeout_ms == 0 || clickhouse.max_backoff_ms == 0 {
+            problems.push(at(
+                "clickhouse",
+                "request_timeout_ms and max_backoff_ms must be at least 1".into(),
+            ));
+        }
+    }
+
     if !problems.is_empty() {
         problems.sort_by_key(|p| p.line);
         return Err(ConfigErrors(problems));

@@ -358,6 +358,26 @@ impl LakeWriter {
 }
 
 impl LakeReader {
+    /// The rows of one committed Parquet file (a lake-relative path, as commit records
+    /// list them).
+    pub async fn read_parquet(&self, path: &str) -> Result<Vec<RecordBatch>, LakeError> {
+        let bytes = self
+            .store
+            .get(&StorePath::from(path))
+            .await?
+            .bytes()
+            .await?;
+        let builder =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+        // Only the builder's schema keeps the file's schema metadata (a plugin's `sluice.key`,
+        // say); the reader and its batches drop it.
+        let schema = builder.schema().clone();
+        builder
+            .build()?
+            .map(|batch| Ok(batch?.with_schema(schema.clone())?))
+            .collect()
+    }
+
     /// The stage snapshots a lane checkpoint points to.
     pub async fn read_state(
         &self,

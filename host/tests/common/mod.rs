@@ -4,7 +4,8 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -111,4 +112,126 @@ pub fn plugin_dir() -> String {
         .expect("plugins are built (scripts/build-plugins.sh)")
         .display()
         .to_string()
+}
+
+/// A host process that is killed if the test fails before it ends.
+pub struct Host(pub Child);
+
+impl std::ops::Deref for Host {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Host {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Host {
+    /// SIGTERM, as a service manager stops it; waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `sluice run --quiet PIPELINE` in the background, logging at info to a piped stderr.
+pub fn spawn(pipeline: &Path) -> Host {
+    Host(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--quiet", pipeline.to_str().unwrap()])
+            .env("SLUICE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Polls `done` every 50 ms; panics after 180 s.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The password of the `sluice` user of the test servers.
+pub const PASSWORD: &str = "sluice-test-secret";
+
+/// A ClickHouse server of a test's own (`tests/services/clickhouse/clickhouse.sh`), wiped when
+/// dropped.
+pub struct ClickHouseServer {
+    pub name: String,
+    pub port: u16,
+}
+
+impl ClickHouseServer {
+    pub fn start(name: &str, port: u16) -> ClickHouseServer {
+        let server = ClickHouseServer {
+            name: name.to_string(),
+            port,
+        };
+        server.script("wipe");
+        server.script("start");
+        server
+    }
+
+    pub fn script(&self, command: &str) {
+        let status = Command::new("bash")
+            .arg(repo_root().join("tests/services/clickhouse/clickhouse.sh"))
+            .args([command, &self.name, &self.port.to_string()])
+            .status()
+            .expect("running clickhouse.sh");
+        assert!(
+            status.success(),
+            "clickhouse.sh {command} {} failed",
+            self.name
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn config(&self, database: &str) -> sluice::config::ClickHouseConfig {
+        let yaml = format!(
+            "url: {}\nuser: sluice\npassword: {PASSWORD}\ndatabase: {database}\n",
+            self.url()
+        );
+        serde_norway::from_str(&yaml).unwrap()
+    }
+
+    pub fn client(&self) -> sluice::sink::clickhouse::ClickHouseClient {
+        sluice::sink::clickhouse::ClickHouseClient::new(&self.config("default"))
+    }
+
+    pub fn query(&self, sql: &str) -> String {
+        self.client()
+            .query(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    pub fn count(&self, sql: &str) -> u64 {
+        self.query(sql).trim().parse().unwrap()
+    }
+}
+
+impl Drop for ClickHouseServer {
+    fn drop(&mut self) {
+        self.script("wipe");
+    }
 }
