@@ -13,19 +13,22 @@ echo "== plugins for wasm32-wasip2"
 bash scripts/build-plugins.sh
 
 echo "== services for the end-to-end tests (each test starts its own on 127.0.0.1)"
-for tool in java mvn; do
-  command -v "$tool" >/dev/null || { echo "$tool is needed for the Kafka tests (JDK 17 + Maven)" >&2; exit 1; }
+for tool in java javac mvn; do
+  command -v "$tool" >/dev/null || { echo "$tool is needed for the Kafka and HDFS tests (JDK 17 + Maven)" >&2; exit 1; }
 done
 bash tests/services/kafka/kafka.sh install
 bash tests/services/clickhouse/clickhouse.sh install
+bash tests/services/hdfs/hdfs.sh install
+
+echo "== a virtualenv for the independent readers (pyarrow, DuckDB)"
+venv="$SLUICE_CACHE/venv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet -r tests/interop/requirements.txt
 
 echo "== Rust tests (unit, SDK harness, runtime, end to end)"
 cargo test --workspace
 
 echo "== independent readers over lakes the binary wrote: pyarrow, DuckDB (KPIs vs SQL over silver)"
-venv="$SLUICE_CACHE/venv"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet -r tests/interop/requirements.txt
 SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice" "$venv/bin/python" -m pytest -q tests/interop
 
 echo "== quick benchmark (figures for the log; never fails on timing)"

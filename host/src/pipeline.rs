@@ -134,7 +134,8 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
             .map_err(PipelineError::Runtime)
     };
     let io = runtime()?;
-    let lake = LakeWriter::new(&LakeUri::parse(&config.lake.uri)?, config.lake.zstd_level)?;
+    let lake = LakeWriter::new(&LakeUri::parse(&config.lake.uri)?, config.lake.zstd_level)?
+        .retrying(&config.name, options.stop.clone());
     let last = io.block_on(lake.recover(&config.name, &config.instance))?;
     let reader = lake.reader();
     let clickhouse = match &config.clickhouse {

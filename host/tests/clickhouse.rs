@@ -21,52 +21,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// The quickstart chain (bronze → clean → sessionize → kpis), gold → ClickHouse.
+/// The quickstart chain, gold → ClickHouse.
 fn pipeline(dir: &Path, name: &str, server: &Server, database: &str, events: u64) -> PathBuf {
-    let plugins = common::plugin_dir();
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &path,
-        format!(
-            "name: {name}
-source:
-  generator: {{events: {events}, seed: 7, users: 400}}
-batch_rows: 4096
-lake:
-  uri: file://{lake}
-  commit_rows: 25000
-bronze:
-  partition_by: [date]
-stages:
-  - name: clean
-    plugin: {plugins}/clean.wasm
-    layer: silver
-  - name: sessionize
-    plugin: {plugins}/sessionize.wasm
-    topics: [page_view_events]
-    config: {{gap_ms: 1800000}}
-    layer: gold
-    write: [sessions]
-    partition_by: [date]
-    event_time: session_start
-  - name: kpis
-    plugin: {plugins}/kpis.wasm
-    config: {{top_n: 10, close_after_ms: 3600000}}
-    layer: gold
-clickhouse:
-  url: {url}
+    let lake = format!("file://{}", dir.join(format!("{name}-lake")).display());
+    let clickhouse = format!(
+        "clickhouse:
+  url: {}
   user: sluice
   password: ${{CLICKHOUSE_PASSWORD}}
   database: {database}
   connect_timeout_ms: 5000
   max_backoff_ms: 500
 ",
-            lake = dir.join(format!("{name}-lake")).display(),
-            url = server.url(),
-        ),
-    )
-    .unwrap();
-    path
+        server.url()
+    );
+    common::chain_pipeline(dir, name, name, &lake, events, &clickhouse)
 }
 
 fn run(pipeline: &Path, env: &[(&str, String)]) -> std::process::Output {

@@ -20,29 +20,22 @@ use std::time::{Duration, Instant};
 
 static ONE_BROKER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-struct Broker {
-    name: String,
-    port: u16,
+struct Broker(common::Service);
+
+impl std::ops::Deref for Broker {
+    type Target = common::Service;
+    fn deref(&self) -> &common::Service {
+        &self.0
+    }
 }
 
 impl Broker {
     fn start(name: &str, port: u16) -> Broker {
-        let broker = Broker {
-            name: name.to_string(),
+        Broker(common::Service::start(
+            "tests/services/kafka/kafka.sh",
+            name,
             port,
-        };
-        broker.script("wipe");
-        broker.script("start");
-        broker
-    }
-
-    fn script(&self, command: &str) {
-        let status = Command::new("bash")
-            .arg(repo_root().join("tests/services/kafka/kafka.sh"))
-            .args([command, &self.name, &self.port.to_string()])
-            .status()
-            .expect("running kafka.sh");
-        assert!(status.success(), "kafka.sh {command} {} failed", self.name);
+        ))
     }
 
     fn address(&self) -> String {
@@ -65,12 +58,6 @@ impl Broker {
                     .map(|(n, _)| n.trim().parse().unwrap())
             })
             .unwrap_or_else(|| panic!("no total in {stdout}"))
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.script("wipe");
     }
 }
 

@@ -16,9 +16,10 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::array::{Int64Array, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit, TimestampMillisecondType};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -27,17 +28,21 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 pub const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
     #[error(
-        "`{0}` is not a supported lake URI (use file:///absolute/path or file://./relative/path)"
+        "`{0}` is not a supported lake URI (use file:///absolute/path, file://./relative/path or hdfs://HOST:PORT/path)"
     )]
     Uri(String),
     #[error("lake storage: {0}")]
     Store(#[from] object_store::Error),
+    #[error("HDFS: {0}")]
+    Hdfs(String),
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("arrow: {0}")]
@@ -57,20 +62,37 @@ pub enum LakeError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LakeUri {
     Local(PathBuf),
+    /// `hdfs://HOST:PORT/path`: the NameNode and the lake's root folder in HDFS.
+    Hdfs {
+        namenode: String,
+        root: String,
+    },
 }
 
 impl LakeUri {
     pub fn parse(uri: &str) -> Result<Self, LakeError> {
+        let invalid = || LakeError::Uri(uri.to_string());
+        if let Some(rest) = uri.strip_prefix("hdfs://") {
+            let (authority, root) = rest.split_once('/').ok_or_else(invalid)?;
+            let root = root.trim_end_matches('/');
+            if authority.is_empty() || root.is_empty() {
+                return Err(invalid());
+            }
+            return Ok(LakeUri::Hdfs {
+                namenode: format!("hdfs://{authority}"),
+                root: root.to_string(),
+            });
+        }
         let Some(path) = uri.strip_prefix("file://") else {
-            return Err(LakeError::Uri(uri.to_string()));
+            return Err(invalid());
         };
         if path.is_empty() {
-            return Err(LakeError::Uri(uri.to_string()));
+            return Err(invalid());
         }
         Ok(LakeUri::Local(PathBuf::from(path)))
     }
 
-    pub fn open(&self) -> Result<Arc<dyn ObjectStore>, LakeError> {
+    pub fn open(&self) -> Result<Storage, LakeError> {
         match self {
             LakeUri::Local(path) => {
                 std::fs::create_dir_all(path).map_err(|source| LakeError::CreateDir {
@@ -81,11 +103,187 @@ impl LakeUri {
                     path: path.display().to_string(),
                     source,
                 })?;
-                Ok(Arc::new(LocalFileSystem::new_with_prefix(&root)?))
+                Ok(Storage::new(
+                    Arc::new(LocalFileSystem::new_with_prefix(&root)?),
+                    format!("file://{}", root.display()),
+                    false,
+                ))
+            }
+            LakeUri::Hdfs { namenode, root } => {
+                // The client's connections and DataNode streams run on a runtime of their own,
+                // so they progress whichever thread awaits them.
+                let io = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("sluice-hdfs")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| LakeError::Hdfs(format!("cannot start its I/O runtime: {e}")))?;
+                let client = hdfs_native::ClientBuilder::new()
+                    .with_url(namenode)
+                    .with_io_runtime(io)
+                    .build()
+                    .map_err(|e| LakeError::Hdfs(format!("{namenode}: {e}")))?;
+                let store = hdfs_native_object_store::HdfsObjectStore::new(client);
+                Ok(Storage::new(
+                    Arc::new(PrefixStore::new(store, root.as_str())),
+                    format!("{namenode}/{root}"),
+                    true,
+                ))
             }
         }
     }
 }
+
+/// The lake's object store. Remote stores (HDFS) fail for reasons waiting fixes — a NameNode
+/// restarting, in safe mode, unreachable — so there every operation that fails that way is
+/// retried with exponential back-off (logged and counted as `sluice_sink_retries_total`),
+/// until it succeeds or the pipeline is stopping. The caller waits meanwhile, which is the
+/// back pressure: nothing is committed, so no source position advances.
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    /// Where the store points, for log lines.
+    location: String,
+    remote: bool,
+    pipeline: String,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+impl Storage {
+    fn new(store: Arc<dyn ObjectStore>, location: String, remote: bool) -> Self {
+        Storage {
+            store,
+            location,
+            remote,
+            pipeline: String::new(),
+            stop: None,
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+
+    async fn retry<T, F, Fut>(&self, what: &str, path: &str, mut op: F) -> Result<T, LakeError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+    {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 1u32;
+        loop {
+            let error = match op().await {
+                Ok(value) => {
+                    if attempt > 1 {
+                        tracing::info!(lake = %self.location, path, attempts = attempt, "lake {what} succeeded after retries");
+                    }
+                    return Ok(value);
+                }
+                Err(error) => error,
+            };
+            // Local errors (a full disk, a permission) and answers about the object itself do
+            // not go away by waiting.
+            let transient = self.remote
+                && matches!(
+                    error,
+                    object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+                );
+            if !transient || self.stopping() {
+                if transient {
+                    crate::metrics::SINK_ERRORS
+                        .with_label_values(&[self.pipeline.as_str(), "lake", "unavailable"])
+                        .inc();
+                }
+                return Err(error.into());
+            }
+            tracing::warn!(lake = %self.location, path, attempt, %error, "lake {what} failed; retrying in {backoff:?}");
+            crate::metrics::SINK_RETRIES
+                .with_label_values(&[self.pipeline.as_str(), "lake"])
+                .inc();
+            let until = tokio::time::Instant::now() + backoff;
+            while tokio::time::Instant::now() < until && !self.stopping() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            attempt += 1;
+        }
+    }
+
+    pub async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<(), LakeError> {
+        let payload = PutPayload::from(bytes);
+        let location = StorePath::from(path);
+        self.retry("write", path, || self.store.put(&location, payload.clone()))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn get(&self, path: &str) -> Result<bytes::Bytes, LakeError> {
+        let location = StorePath::from(path);
+        self.retry("read", path, || async {
+            self.store.get(&location).await?.bytes().await
+        })
+        .await
+    }
+
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), LakeError> {
+        let (from_path, to_path) = (StorePath::from(from), StorePath::from(to));
+        self.retry("rename", from, || self.store.rename(&from_path, &to_path))
+            .await
+    }
+
+    pub async fn exists(&self, path: &str) -> Result<bool, LakeError> {
+        let location = StorePath::from(path);
+        match self
+            .retry("stat", path, || self.store.head(&location))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(LakeError::Store(object_store::Error::NotFound { .. })) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<(), LakeError> {
+        let location = StorePath::from(path);
+        self.retry("delete", path, || self.store.delete(&location))
+            .await
+    }
+
+    /// Every object under `prefix`, recursively.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, LakeError> {
+        let location = StorePath::from(prefix);
+        self.retry("list", prefix, || async {
+            let listed: Vec<_> = self.store.list(Some(&location)).collect().await;
+            listed
+                .into_iter()
+                .map(|meta| Ok(meta?.location.to_string()))
+                .collect()
+        })
+        .await
+    }
+
+    /// The folders directly under `prefix`.
+    pub async fn folders(&self, prefix: &str) -> Result<Vec<String>, LakeError> {
+        let location = StorePath::from(prefix);
+        self.retry("list", prefix, || async {
+            let listing = self.store.list_with_delimiter(Some(&location)).await?;
+            Ok(listing
+                .common_prefixes
+                .into_iter()
+                .map(|p| p.to_string())
+                .collect())
+        })
+        .await
+    }
+}
+
+/// Files uploaded or renamed at once during a commit.
+const PARALLEL_FILES: usize = 8;
+
+/// Retries of a remote store back off up to this.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// One file of a commit: where it was staged and where it lives once committed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,11 +348,11 @@ pub struct Partitioning {
 /// Reads what commits left behind: checkpoints and state.
 #[derive(Clone)]
 pub struct LakeReader {
-    store: Arc<dyn ObjectStore>,
+    store: Storage,
 }
 
 pub struct LakeWriter {
-    store: Arc<dyn ObjectStore>,
+    store: Storage,
     properties: WriterProperties,
     open: BTreeMap<String, OpenFile>,
 }
@@ -170,6 +368,14 @@ impl LakeWriter {
             properties,
             open: BTreeMap::new(),
         })
+    }
+
+    /// Names the pipeline in metrics, and gives up retrying a remote store once `stop` is
+    /// set (the epoch in flight is then not committed; the source resumes before it).
+    pub fn retrying(mut self, pipeline: &str, stop: Option<Arc<AtomicBool>>) -> Self {
+        self.store.pipeline = pipeline.to_string();
+        self.store.stop = stop;
+        self
     }
 
     pub fn reader(&self) -> LakeReader {
@@ -254,12 +460,10 @@ impl LakeWriter {
             record.pipeline, record.instance, record.epoch
         );
         let mut files = Vec::new();
+        let mut uploads = Vec::new();
         for (n, (dir, file)) in std::mem::take(&mut self.open).into_iter().enumerate() {
-            let bytes = file.writer.into_inner()?;
             let staged = format!("{staging}/{n:05}.parquet");
-            self.store
-                .put(&StorePath::from(staged.as_str()), PutPayload::from(bytes))
-                .await?;
+            uploads.push((staged.clone(), file.writer.into_inner()?));
             files.push(CommittedFile {
                 staged,
                 path: format!(
@@ -277,12 +481,7 @@ impl LakeWriter {
                 record.pipeline, record.instance, record.epoch
             );
             let rows = snapshot.len() as u64;
-            self.store
-                .put(
-                    &StorePath::from(staged.as_str()),
-                    PutPayload::from(snapshot),
-                )
-                .await?;
+            uploads.push((staged.clone(), snapshot));
             record
                 .lanes
                 .entry(lane)
@@ -296,41 +495,41 @@ impl LakeWriter {
                 rows,
             });
         }
+        // Remote stores take a few round trips per file: keep several in flight.
+        let store = &self.store;
+        futures::stream::iter(uploads)
+            .map(|(staged, bytes)| async move { store.put(&staged, bytes).await })
+            .buffer_unordered(PARALLEL_FILES)
+            .try_collect::<Vec<()>>()
+            .await?;
         record.files = files;
         let record_path = commit_path(&record.pipeline, &record.instance, record.epoch);
         let json = serde_json::to_vec_pretty(&record).expect("commit records serialise");
-        // A local put is itself atomic (temporary file + rename), so a reader of `_commits/`
-        // never sees half a record.
-        self.store
-            .put(
-                &StorePath::from(record_path.as_str()),
-                PutPayload::from(json),
-            )
-            .await?;
+        // A put is itself atomic on both stores (temporary file + rename), so a reader of
+        // `_commits/` never sees half a record.
+        self.store.put(&record_path, json).await?;
         self.finish(&record).await?;
         Ok(record)
     }
 
     /// Moves the staged files of a written commit record into place (idempotent).
     async fn finish(&self, record: &CommitRecord) -> Result<(), LakeError> {
-        for file in &record.files {
-            let staged = StorePath::from(file.staged.as_str());
-            match self
-                .store
-                .rename(&staged, &StorePath::from(file.path.as_str()))
-                .await
-            {
-                Ok(()) => {}
-                // Already moved by an earlier, interrupted attempt.
-                Err(object_store::Error::NotFound { .. })
-                    if self
-                        .store
-                        .head(&StorePath::from(file.path.as_str()))
-                        .await
-                        .is_ok() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        futures::stream::iter(&record.files)
+            .map(|file| async move {
+                match self.store.rename(&file.staged, &file.path).await {
+                    Ok(()) => Ok(()),
+                    // Already moved by an earlier, interrupted attempt.
+                    Err(LakeError::Store(object_store::Error::NotFound { .. }))
+                        if self.store.exists(&file.path).await? =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(PARALLEL_FILES)
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(())
     }
 
@@ -348,10 +547,12 @@ impl LakeWriter {
         if let Some(record) = &record {
             self.finish(record).await?;
         }
-        let staging = StorePath::from(format!("_tmp/{pipeline}/{instance}"));
-        let leftovers: Vec<_> = self.store.list(Some(&staging)).collect().await;
-        for meta in leftovers {
-            self.store.delete(&meta?.location).await?;
+        for leftover in self
+            .store
+            .list(&format!("_tmp/{pipeline}/{instance}"))
+            .await?
+        {
+            self.store.delete(&leftover).await?;
         }
         Ok(record)
     }
@@ -361,12 +562,7 @@ impl LakeReader {
     /// The rows of one committed Parquet file (a lake-relative path, as commit records
     /// list them).
     pub async fn read_parquet(&self, path: &str) -> Result<Vec<RecordBatch>, LakeError> {
-        let bytes = self
-            .store
-            .get(&StorePath::from(path))
-            .await?
-            .bytes()
-            .await?;
+        let bytes = self.store.get(path).await?;
         let builder =
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?;
         // Only the builder's schema keeps the file's schema metadata (a plugin's `sluice.key`,
@@ -385,12 +581,7 @@ impl LakeReader {
     ) -> Result<BTreeMap<String, Vec<u8>>, LakeError> {
         let mut state = BTreeMap::new();
         for (stage, path) in &lane.state {
-            let bytes = self
-                .store
-                .get(&StorePath::from(path.as_str()))
-                .await?
-                .bytes()
-                .await?;
+            let bytes = self.store.get(path).await?;
             state.insert(stage.clone(), bytes.to_vec());
         }
         Ok(state)
@@ -402,11 +593,10 @@ impl LakeReader {
         &self,
         pipeline: &str,
     ) -> Result<BTreeMap<u32, LaneCheckpoint>, LakeError> {
-        let prefix = StorePath::from(format!("_commits/{pipeline}"));
-        let listing = self.store.list_with_delimiter(Some(&prefix)).await?;
+        let instances = self.store.folders(&format!("_commits/{pipeline}")).await?;
         let mut lanes: BTreeMap<u32, LaneCheckpoint> = BTreeMap::new();
-        for instance in listing.common_prefixes {
-            let Some(record) = self.latest_record(instance.as_ref()).await? else {
+        for instance in instances {
+            let Some(record) = self.latest_record(&instance).await? else {
                 continue;
             };
             for (lane, checkpoint) in record.lanes {
@@ -423,23 +613,17 @@ impl LakeReader {
 
     /// The newest commit record under `prefix` (records are named by zero-padded epoch).
     async fn latest_record(&self, prefix: &str) -> Result<Option<CommitRecord>, LakeError> {
-        let prefix = StorePath::from(prefix);
-        let mut latest: Option<StorePath> = None;
-        let mut listing = self.store.list(Some(&prefix));
-        while let Some(meta) = listing.next().await {
-            let location = meta?.location;
-            if location.as_ref().ends_with(".json")
-                && latest
-                    .as_ref()
-                    .is_none_or(|l| location.as_ref() > l.as_ref())
-            {
-                latest = Some(location);
-            }
-        }
+        let latest = self
+            .store
+            .list(prefix)
+            .await?
+            .into_iter()
+            .filter(|path| path.ends_with(".json"))
+            .max();
         let Some(path) = latest else {
             return Ok(None);
         };
-        let bytes = self.store.get(&path).await?.bytes().await?;
+        let bytes = self.store.get(&path).await?;
         let record = serde_json::from_slice(&bytes).map_err(|e| LakeError::CommitRecord {
             path: path.to_string(),
             message: e.to_string(),

@@ -172,35 +172,65 @@ pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 /// The password of the `sluice` user of the test servers.
 pub const PASSWORD: &str = "sluice-test-secret";
 
-/// A ClickHouse server of a test's own (`tests/services/clickhouse/clickhouse.sh`), wiped when
-/// dropped.
-pub struct ClickHouseServer {
+/// A server of a test's own, run by one of the `tests/services/` scripts (`start`, `stop`,
+/// `wipe`, … with a name and a port); wiped before it starts and when dropped.
+pub struct Service {
+    script: &'static str,
     pub name: String,
     pub port: u16,
 }
 
-impl ClickHouseServer {
-    pub fn start(name: &str, port: u16) -> ClickHouseServer {
-        let server = ClickHouseServer {
+impl Service {
+    /// `script` is relative to the repository root, e.g. `tests/services/hdfs/hdfs.sh`.
+    pub fn start(script: &'static str, name: &str, port: u16) -> Service {
+        let service = Service {
+            script,
             name: name.to_string(),
             port,
         };
-        server.script("wipe");
-        server.script("start");
-        server
+        service.script("wipe");
+        service.script("start");
+        service
     }
 
     pub fn script(&self, command: &str) {
         let status = Command::new("bash")
-            .arg(repo_root().join("tests/services/clickhouse/clickhouse.sh"))
+            .arg(repo_root().join(self.script))
             .args([command, &self.name, &self.port.to_string()])
             .status()
-            .expect("running clickhouse.sh");
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.script));
         assert!(
             status.success(),
-            "clickhouse.sh {command} {} failed",
+            "{} {command} {} failed",
+            self.script,
             self.name
         );
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.script("wipe");
+    }
+}
+
+/// A ClickHouse server of a test's own (`tests/services/clickhouse/clickhouse.sh`).
+pub struct ClickHouseServer(pub Service);
+
+impl std::ops::Deref for ClickHouseServer {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.0
+    }
+}
+
+impl ClickHouseServer {
+    pub fn start(name: &str, port: u16) -> ClickHouseServer {
+        ClickHouseServer(Service::start(
+            "tests/services/clickhouse/clickhouse.sh",
+            name,
+            port,
+        ))
     }
 
     pub fn url(&self) -> String {
@@ -230,8 +260,50 @@ impl ClickHouseServer {
     }
 }
 
-impl Drop for ClickHouseServer {
-    fn drop(&mut self) {
-        self.script("wipe");
-    }
+/// The quickstart chain — generator → bronze → clean/silver → sessionize/gold sessions →
+/// kpis/gold — as `DIR/FILE.yaml`, with `extra` YAML appended (a `clickhouse:` block, say).
+pub fn chain_pipeline(
+    dir: &Path,
+    file: &str,
+    name: &str,
+    lake: &str,
+    events: u64,
+    extra: &str,
+) -> PathBuf {
+    let plugins = plugin_dir();
+    let path = dir.join(format!("{file}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name: {name}
+source:
+  generator: {{events: {events}, seed: 11, users: 400}}
+batch_rows: 4096
+lake:
+  uri: {lake}
+  commit_rows: 25000
+bronze:
+  partition_by: [date, hour]
+stages:
+  - name: clean
+    plugin: {plugins}/clean.wasm
+    layer: silver
+    partition_by: [date]
+  - name: sessionize
+    plugin: {plugins}/sessionize.wasm
+    topics: [page_view_events]
+    config: {{gap_ms: 1800000}}
+    layer: gold
+    write: [sessions]
+    partition_by: [date]
+    event_time: session_start
+  - name: kpis
+    plugin: {plugins}/kpis.wasm
+    config: {{top_n: 10, close_after_ms: 3600000}}
+    layer: gold
+{extra}"
+        ),
+    )
+    .unwrap();
+    path
 }
