@@ -214,9 +214,35 @@ impl Storage {
     pub async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<(), LakeError> {
         let payload = PutPayload::from(bytes);
         let location = StorePath::from(path);
-        self.retry("write", path, || self.store.put(&location, payload.clone()))
-            .await
-            .map(|_| ())
+        let mut attempts = 0;
+        self.retry("write", path, || {
+            attempts += 1;
+            self.store.put(&location, payload.clone())
+        })
+        .await?;
+        if attempts > 1 {
+            self.remove_put_leftovers(path).await?;
+        }
+        Ok(())
+    }
+
+    /// An HDFS put writes `.<name>.tmp.<n>` beside the target and renames it; an attempt cut
+    /// off by an outage leaves that file behind. Readers skip hidden files, but the lake
+    /// should hold only what commits put there.
+    async fn remove_put_leftovers(&self, path: &str) -> Result<(), LakeError> {
+        let (folder, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let prefix = format!(".{name}.tmp.");
+        for sibling in self.list(folder).await? {
+            let file = sibling.rsplit('/').next().unwrap_or(&sibling);
+            if file.starts_with(&prefix) {
+                tracing::info!(lake = %self.location, path = %sibling, "removing what an interrupted write left");
+                match self.delete(&sibling).await {
+                    Ok(()) | Err(LakeError::Store(object_store::Error::NotFound { .. })) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn get(&self, path: &str) -> Result<bytes::Bytes, LakeError> {
