@@ -46,16 +46,7 @@ fn run(pipeline: &Path, env: &[(&str, String)]) -> std::process::Output {
 
 /// `sluice run` in the background with the password in its environment, logging to `log`.
 fn spawn_with_password(pipeline: &Path, log: &Path) -> Host {
-    Host(
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", "--quiet", pipeline.to_str().unwrap()])
-            .env("CLICKHOUSE_PASSWORD", PASSWORD)
-            .env("SLUICE_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
-    )
+    common::spawn_logged(pipeline, log, &[("CLICKHOUSE_PASSWORD", PASSWORD)])
 }
 
 /// Gold tables of a lake, by name.

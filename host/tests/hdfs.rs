@@ -10,7 +10,7 @@ use common::{assert_success, repo_root, wait_for};
 use sluice::sink::lake::{LakeUri, Storage};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 struct Cluster(common::Service);
@@ -42,6 +42,18 @@ fn run(pipeline: &Path) -> String {
         &["run", "--quiet", pipeline.to_str().unwrap()],
         &[],
     ))
+}
+
+/// The same pipeline into `DIR/local-lake`, the reference an HDFS run must equal.
+fn run_on_a_local_folder(dir: &Path, events: u64) -> PathBuf {
+    let root = dir.join("local-lake");
+    run(&pipeline(
+        dir,
+        "local",
+        &format!("file://{}", root.display()),
+        events,
+    ));
+    root
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -136,13 +148,7 @@ fn the_quickstart_chain_on_hdfs_equals_the_same_run_on_a_local_folder() {
     let cluster = Cluster::start("hdfs-chain", 19830);
     let dir = tempfile::tempdir().unwrap();
     let events = 150_000;
-    let local_root = dir.path().join("local-lake");
-    run(&pipeline(
-        dir.path(),
-        "local",
-        &format!("file://{}", local_root.display()),
-        events,
-    ));
+    let local_root = run_on_a_local_folder(dir.path(), events);
     let uri = cluster.uri("lakes/chain");
     let stdout = run(&pipeline(dir.path(), "hdfs", &uri, events));
     assert!(stdout.contains("150000 events"), "{stdout}");
@@ -208,26 +214,11 @@ fn a_namenode_stopped_mid_run_and_started_again_loses_and_doubles_nothing() {
     let cluster = Cluster::start("hdfs-outage", 19840);
     let dir = tempfile::tempdir().unwrap();
     let events = 600_000;
-    let local_root = dir.path().join("local-lake");
-    run(&pipeline(
-        dir.path(),
-        "local",
-        &format!("file://{}", local_root.display()),
-        events,
-    ));
+    let local_root = run_on_a_local_folder(dir.path(), events);
 
     let uri = cluster.uri("lakes/outage");
     let log = dir.path().join("host.log");
-    let mut host = common::Host(
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", "--quiet"])
-            .arg(pipeline(dir.path(), "hdfs", &uri, events))
-            .env("SLUICE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut host = common::spawn_logged(&pipeline(dir.path(), "hdfs", &uri, events), &log, &[]);
     let store = storage(&uri);
     let io = runtime();
     wait_for("the first commit on HDFS", || {

@@ -749,7 +749,7 @@ impl ClickHouseSink {
     ) -> Result<Self, ClickHouseError> {
         let client = ClickHouseClient::new(config);
         let deadline = Instant::now() + Duration::from_millis(config.connect_timeout_ms);
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = super::Backoff::new(Duration::from_millis(config.max_backoff_ms));
         let version = loop {
             match client.query("SELECT version()") {
                 Ok(text) => {
@@ -763,8 +763,7 @@ impl ClickHouseSink {
                 }
                 Err(error) if error.retryable() && Instant::now() < deadline => {
                     tracing::warn!(%error, "waiting for ClickHouse");
-                    std::thread::sleep(backoff.min(deadline - Instant::now()));
-                    backoff = (backoff * 2).min(Duration::from_millis(config.max_backoff_ms));
+                    std::thread::sleep(backoff.next_wait().min(deadline - Instant::now()));
                 }
                 Err(error) => return Err(error),
             }
@@ -977,8 +976,7 @@ impl ClickHouseSink {
         what: &str,
         mut op: impl FnMut(&mut Self) -> Result<T, ClickHouseError>,
     ) -> Result<T, ClickHouseError> {
-        let mut backoff = Duration::from_millis(100);
-        let max = Duration::from_millis(self.config.max_backoff_ms);
+        let mut backoff = super::Backoff::new(Duration::from_millis(self.config.max_backoff_ms));
         let mut attempt = 1u32;
         loop {
             let error = match op(self) {
@@ -1006,12 +1004,13 @@ impl ClickHouseSink {
                     last: error.to_string(),
                 });
             }
-            tracing::warn!(epoch, attempt, %error, "ClickHouse {what} failed; retrying in {backoff:?}");
+            let wait = backoff.next_wait();
+            tracing::warn!(epoch, attempt, %error, "ClickHouse {what} failed; retrying in {wait:?}");
             metrics::SINK_RETRIES
                 .with_label_values(&[self.pipeline.as_str(), "clickhouse"])
                 .inc();
             // Sleep in slices so a stop request is noticed promptly.
-            let until = Instant::now() + backoff;
+            let until = Instant::now() + wait;
             while Instant::now() < until
                 && !self
                     .stop
@@ -1020,7 +1019,6 @@ impl ClickHouseSink {
             {
                 std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
             }
-            backoff = (backoff * 2).min(max);
             attempt += 1;
         }
     }

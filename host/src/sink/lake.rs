@@ -171,7 +171,7 @@ impl Storage {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, object_store::Error>>,
     {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = super::Backoff::new(MAX_BACKOFF);
         let mut attempt = 1u32;
         loop {
             let error = match op().await {
@@ -198,15 +198,15 @@ impl Storage {
                 }
                 return Err(error.into());
             }
-            tracing::warn!(lake = %self.location, path, attempt, %error, "lake {what} failed; retrying in {backoff:?}");
+            let wait = backoff.next_wait();
+            tracing::warn!(lake = %self.location, path, attempt, %error, "lake {what} failed; retrying in {wait:?}");
             crate::metrics::SINK_RETRIES
                 .with_label_values(&[self.pipeline.as_str(), "lake"])
                 .inc();
-            let until = tokio::time::Instant::now() + backoff;
+            let until = tokio::time::Instant::now() + wait;
             while tokio::time::Instant::now() < until && !self.stopping() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
             attempt += 1;
         }
     }

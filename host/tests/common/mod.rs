@@ -160,6 +160,20 @@ pub fn spawn(pipeline: &Path) -> Host {
     )
 }
 
+/// `sluice run --quiet PIPELINE` in the background with extra environment, logging at info
+/// to the file `log`.
+pub fn spawn_logged(pipeline: &Path, log: &Path, env: &[(&str, &str)]) -> Host {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command
+        .args(["run", "--quiet"])
+        .arg(pipeline)
+        .env("SLUICE_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    Host(command.spawn().unwrap())
+}
+
 /// Polls `done` every 50 ms; panics after 180 s.
 pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(180);
