@@ -19,6 +19,8 @@ done
 bash tests/services/kafka/kafka.sh install
 bash tests/services/clickhouse/clickhouse.sh install
 bash tests/services/hdfs/hdfs.sh install
+bash tests/services/prometheus/prometheus.sh install
+bash tests/services/chromium/chromium.sh install
 
 echo "== a virtualenv for the independent readers (pyarrow, DuckDB)"
 venv="$SLUICE_CACHE/venv"

@@ -24,3 +24,25 @@ crash() {
   running && kill -9 "$(cat "$pidfile")" 2>/dev/null
   rm -f "$pidfile"
 }
+
+# Waits up to SECONDS for the script's `answers` to succeed while the server runs; on failure
+# shows the tail of the LOG files.   wait_until_answers SECONDS LABEL LOG...
+wait_until_answers() {
+  local seconds=$1 label=$2
+  shift 2
+  for _ in $(seq 1 $((seconds * 2))); do
+    if answers; then
+      echo "$label running"
+      return 0
+    fi
+    if ! running; then
+      tail -40 "$@" >&2 || true
+      echo "$label exited during start (log: $1)" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+  tail -40 "$@" >&2 || true
+  echo "$label did not answer within $seconds s (log: $1)" >&2
+  return 1
+}

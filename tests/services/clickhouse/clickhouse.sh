@@ -124,21 +124,7 @@ start() {
   : >"$log"
   setsid clickhouse-server --config-file="$home/config.xml" >>"$home/stdout.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
-  for _ in $(seq 1 120); do
-    if answers; then
-      echo "clickhouse $name running on 127.0.0.1:$port"
-      return 0
-    fi
-    if ! running; then
-      tail -40 "$home/stdout.log" "$home/server.err.log" >&2 || true
-      echo "clickhouse $name exited during start (log: $log)" >&2
-      return 1
-    fi
-    sleep 0.5
-  done
-  tail -40 "$home/server.err.log" >&2 || true
-  echo "clickhouse $name did not answer within 60 s (log: $log)" >&2
-  return 1
+  wait_until_answers 60 "clickhouse $name on 127.0.0.1:$port" "$log" "$home/stdout.log" "$home/server.err.log"
 }
 
 

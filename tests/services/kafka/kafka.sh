@@ -84,23 +84,13 @@ EOF
   setsid bash -c "exec java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.net.preferIPv4Stack=true \
     -cp '$lib/*' kafka.Kafka '$home/server.properties'" >>"$log" 2>&1 </dev/null &
   echo $! >"$pidfile"
-  for _ in $(seq 1 240); do
-    if grep -q "Kafka Server started" "$log" 2>/dev/null; then
-      echo "kafka $name running on 127.0.0.1:$port"
-      return 0
-    fi
-    if ! running; then
-      tail -40 "$log" >&2
-      echo "kafka $name exited during start (log: $log)" >&2
-      return 1
-    fi
-    sleep 0.5
-  done
-  tail -40 "$log" >&2
-  echo "kafka $name did not start within 120 s (log: $log)" >&2
-  return 1
+  wait_until_answers 120 "kafka $name on 127.0.0.1:$port" "$log"
 }
 
+
+answers() {
+  grep -q "Kafka Server started" "$log" 2>/dev/null
+}
 
 case "$command" in
   install) install ;;
