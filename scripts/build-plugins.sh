@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$SLUICE_ROOT"
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 plugins=(clean paid-only sessionize kpis faulty)
+# A second build of `clean` that reports version 2.0.0: the hot-swap tests swap between the two.
+SLUICE_PLUGIN_VERSION=2.0.0 cargo build --profile plugin --target wasm32-wasip2 -p clean
+mkdir -p "$SLUICE_PLUGIN_DIR"
+cp "$CARGO_TARGET_DIR/wasm32-wasip2/plugin/clean.wasm" "$SLUICE_PLUGIN_DIR/clean_v2.wasm"
 cargo build --profile plugin --target wasm32-wasip2 $(printf -- '-p %s ' "${plugins[@]}")
 mkdir -p "$SLUICE_PLUGIN_DIR"
 for p in "${plugins[@]}"; do

@@ -1,8 +1,10 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use sluice::admin::AdminServer;
 use sluice::config;
 use sluice::config::KafkaFormat;
-use sluice::pipeline::{RunOptions, run};
+use sluice::live::Live;
+use sluice::pipeline::{RunOptions, describe_source, run};
 use sluice::report::summary_table;
 use sluice::source::generator::{GeneratorConfig, Topic, write_jsonl};
 use sluice::source::kafka::{ProduceOptions, produce_generated};
@@ -27,6 +29,10 @@ enum Command {
         /// Never print the progress line, even on a terminal.
         #[arg(long)]
         quiet: bool,
+        /// Serve the admin API, /metrics and the status page on IP:PORT (overrides the
+        /// pipeline's `admin.listen`).
+        #[arg(long, value_name = "IP:PORT")]
+        admin: Option<String>,
     },
     /// Checks a pipeline file without running it; lists every problem with file:line: key.
     Validate { pipeline: PathBuf },
@@ -100,11 +106,40 @@ fn try_main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Run { pipeline, quiet } => {
+        Command::Run {
+            pipeline,
+            quiet,
+            admin,
+        } => {
             let loaded = config::load(&pipeline).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let live = Arc::new(Live::new(
+                &loaded.config.name,
+                &loaded.config.instance,
+                &describe_source(&loaded),
+            ));
+            let configured = loaded.config.admin.as_ref();
+            let listen = admin.or_else(|| configured.map(|a| a.listen.clone()));
+            let _admin = match listen {
+                Some(listen) => {
+                    let token = configured.and_then(|a| a.token.clone());
+                    let address: std::net::SocketAddr = listen
+                        .parse()
+                        .with_context(|| format!("--admin {listen}: not IP:PORT"))?;
+                    if !address.ip().is_loopback() && token.is_none() {
+                        anyhow::bail!(
+                            "--admin {listen} is reachable from other hosts: set admin.token in the pipeline"
+                        );
+                    }
+                    let server = AdminServer::start(&listen, token, vec![live.clone()])?;
+                    eprintln!("admin: http://{}/", server.address());
+                    Some(server)
+                }
+                None => None,
+            };
             let options = RunOptions {
                 progress: !quiet && std::io::stderr().is_terminal(),
                 stop: Some(stop_on_signal()?),
+                live: Some(live),
             };
             let summary = run(&loaded, &options)
                 .with_context(|| format!("pipeline {} failed", pipeline.display()))?;

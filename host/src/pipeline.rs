@@ -2,6 +2,8 @@
 //! source → decode → bronze → stages (each may write a layer) → commit.
 use crate::config::{LoadedPipeline, SourceKind, StageConfig};
 use crate::decode::{DeadLetter, JsonDecoder};
+use crate::live::{Candidate, Control, ControlRequest, Live, RunState, SwapError};
+use crate::metrics;
 use crate::sink::clickhouse::{ClickHouseError, ClickHouseSink};
 use crate::sink::dead_letter;
 use crate::sink::lake::{
@@ -11,7 +13,9 @@ use crate::source::files::FileSource;
 use crate::source::generator::GeneratorSource;
 use crate::source::kafka::{DeadLetterTopic, KafkaSource};
 use crate::source::{RawBatch, Source, SourceError, SourceEvent};
-use crate::stage::{PluginModule, RuntimeError, StageError, WasmStage};
+use crate::stage::{
+    PLUGIN_METADATA, PluginModule, PluginVersion, RuntimeError, StageError, WasmStage,
+};
 use arrow::record_batch::RecordBatch;
 use sluice_sdk::{OUT, REJECTS};
 use std::collections::BTreeMap;
@@ -38,13 +42,15 @@ pub enum PipelineError {
     Sink,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Print a progress line to stderr while running.
     pub progress: bool,
     /// Set (by a signal handler) to stop an unbounded source: the pipeline commits what it
     /// holds, state included, and returns.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Status and control shared with the admin server; the run makes its own when unset.
+    pub live: Option<Arc<Live>>,
 }
 
 /// What a run did, and the running totals of the pipeline since its first run.
@@ -92,7 +98,12 @@ struct Lane {
 
 struct Run<'a> {
     loaded: &'a LoadedPipeline,
+    /// Per stage: the module new lanes instantiate, its version, and the versions a rollback
+    /// returns to (latest last).
     modules: Vec<PluginModule>,
+    versions: Vec<PluginVersion>,
+    previous: Vec<Vec<(PluginModule, PluginVersion)>>,
+    live: Arc<Live>,
     sink: SinkThread,
     reader: LakeReader,
     reads: tokio::runtime::Runtime,
@@ -126,6 +137,47 @@ struct Run<'a> {
 /// their own futures.
 pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, PipelineError> {
     let config = &loaded.config;
+    let live = options.live.clone().unwrap_or_else(|| {
+        Arc::new(Live::new(
+            &config.name,
+            &config.instance,
+            &describe_source(loaded),
+        ))
+    });
+    let controls = live.attach();
+    let result = run_attached(loaded, options, live.clone(), controls);
+    match &result {
+        Ok(_) => live.detach(RunState::Finished, None),
+        Err(error) => live.detach(RunState::Failed, Some(error.to_string())),
+    }
+    result
+}
+
+/// What the status page says the source is.
+pub fn describe_source(loaded: &LoadedPipeline) -> String {
+    match loaded.config.source.kind() {
+        Some(SourceKind::Generator(generator)) => {
+            format!("generator ({} events)", generator.events)
+        }
+        Some(SourceKind::Files(files)) => format!("files ({})", files.paths.join(", ")),
+        Some(SourceKind::Kafka(kafka)) => format!(
+            "kafka {} ({}), group {}",
+            kafka.brokers,
+            kafka.topics.join(", "),
+            kafka.group
+        ),
+        None => "none".into(),
+    }
+}
+
+fn run_attached(
+    loaded: &LoadedPipeline,
+    options: &RunOptions,
+    live: Arc<Live>,
+    controls: std::sync::mpsc::Receiver<Control>,
+) -> Result<RunSummary, PipelineError> {
+    metrics::init();
+    let config = &loaded.config;
     let started = Instant::now();
     let runtime = || {
         tokio::runtime::Builder::new_current_thread()
@@ -154,8 +206,53 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
     };
 
     let mut modules = Vec::new();
-    for path in &loaded.plugin_paths {
-        modules.push(PluginModule::load(path)?);
+    let mut versions = Vec::new();
+    {
+        let mut status = live.status();
+        status.stages.clear();
+        for (stage, path) in config.stages.iter().zip(&loaded.plugin_paths) {
+            let module = PluginModule::load(path)?;
+            let config_json = serde_json::to_string(&stage.config).expect("JSON values serialise");
+            // A first instance checks the stage config before any record is consumed.
+            let probe = WasmStage::new(
+                &stage.name,
+                &module,
+                stage.limits.clone(),
+                &config_json,
+                None,
+            )?;
+            let version = PluginVersion::of(&module, probe.info(), &path.display().to_string());
+            metrics::PLUGIN_INFO
+                .with_label_values(&plugin_labels(&config.name, &stage.name, &version))
+                .set(1);
+            status.stages.push(crate::live::StageStatus {
+                name: stage.name.clone(),
+                plugin: version.clone(),
+                previous: vec![],
+                watch: stage.watch,
+                records_in: 0,
+                records_out: 0,
+                rejected: 0,
+                failures: 0,
+                swaps: 0,
+                last_swap: None,
+                config_json,
+                limits: stage.limits.clone(),
+                last_input: None,
+            });
+            if let Some(ran) = last.as_ref().and_then(|l| l.plugins.get(&stage.name))
+                && ran.sha256 != version.sha256
+            {
+                tracing::warn!(stage = %stage.name, last_commit = %ran.stamp(), now = %version.stamp(), "the stage starts with a different plugin build than the last commit ran (a hot-swap is not kept across restarts)");
+            }
+            modules.push(module);
+            versions.push(version);
+        }
+    }
+    for (stage, path) in config.stages.iter().zip(&loaded.plugin_paths) {
+        if stage.watch {
+            live.watch(&stage.name, path, WATCH_INTERVAL);
+        }
     }
 
     let (events, receiver) = std::sync::mpsc::sync_channel(4);
@@ -192,9 +289,13 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
     spawn_source(source, events, options.stop.clone());
 
     let resumed_at = last.as_ref().map_or(0, |l| l.records);
+    let stages = config.stages.len();
     let mut run = Run {
         loaded,
         modules,
+        versions,
+        previous: vec![Vec::new(); stages],
+        live: live.clone(),
         sink: SinkThread::spawn(lake, clickhouse, io),
         reader,
         reads: runtime()?,
@@ -232,6 +333,7 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
     let mut last_progress = Instant::now();
     // Whether everything consumed so far ends at a consistent cut (see `RawBatch::position`).
     let mut at_cut = true;
+    live.status().state = RunState::Running;
     loop {
         let event = match receiver.recv_timeout(interval.min(Duration::from_millis(500))) {
             Ok(event) => Some(event?),
@@ -278,6 +380,13 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
             }
             None => {}
         }
+        // Swaps and rollbacks apply between two batches, at a cut, so that a commit can close
+        // the old version's files first.
+        if at_cut {
+            while let Ok(control) = controls.try_recv() {
+                run.control(control)?;
+            }
+        }
         let pending = run.consumed > run.committed || run.uncommitted_rows > 0;
         let due = run.consumed - run.committed >= config.lake.commit_rows
             || run.sink.buffered_bytes() >= config.lake.max_buffer_mb << 20
@@ -295,6 +404,7 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
         .stop
         .as_ref()
         .is_some_and(|s| s.load(Ordering::Relaxed));
+    live.status().state = RunState::Stopping;
     if bounded && !stopped {
         // End of a finite source: the watermark goes to +∞ so stateful stages emit what is
         // open. A stream only stopped: its open state is checkpointed instead.
@@ -321,12 +431,18 @@ fn spawn_source(
     std::thread::Builder::new()
         .name("sluice-source".into())
         .spawn(move || {
+            // A stop waits for a consistent cut: a generator round's batches (one per topic)
+            // only resume as a whole, so stopping inside one would commit half of it.
+            let mut at_cut = true;
             loop {
-                if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                if at_cut && stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
                     source.stop();
                     break;
                 }
                 let next = source.next_batch();
+                if let Ok(Some(batch)) = &next {
+                    at_cut = batch.position.is_some();
+                }
                 let stop = !matches!(next, Ok(Some(_)));
                 let item = match next {
                     Ok(Some(batch)) => Ok(SourceEvent::Batch(batch)),
@@ -406,6 +522,14 @@ impl Run<'_> {
             ))
         })?;
         lane.records += raw.len() as u64;
+        let pipeline = self.loaded.config.name.as_str();
+        metrics::SOURCE_RECORDS
+            .with_label_values(&[pipeline, &raw.topic])
+            .inc_by(raw.len() as u64);
+        metrics::SOURCE_BYTES
+            .with_label_values(&[pipeline, &raw.topic])
+            .inc_by(raw.data.len() as u64);
+        self.live.status().add_records(raw.len() as u64);
         if raw.position.is_some() {
             lane.position = raw.position.clone();
         }
@@ -429,6 +553,15 @@ impl Run<'_> {
         partitioning: Arc<Partitioning>,
     ) -> Result<(), PipelineError> {
         let rows = batch.num_rows() as u64;
+        metrics::LAKE_ROWS
+            .with_label_values(&[self.loaded.config.name.as_str(), layer, table])
+            .inc_by(rows);
+        *self
+            .live
+            .status()
+            .layers
+            .entry(layer.to_string())
+            .or_default() += rows;
         self.sink.send(SinkCommand::Write {
             layer: layer.to_string(),
             table: table.to_string(),
@@ -441,13 +574,26 @@ impl Run<'_> {
     }
 
     fn add_dead(&mut self, letters: Vec<DeadLetter>) {
+        if letters.is_empty() {
+            return;
+        }
+        let mut status = self.live.status();
+        status.rejected += letters.len() as u64;
         for letter in &letters {
+            let kind = reason_kind(&letter.reason);
             *self
                 .summary
                 .rejects
-                .entry(format!("{}: {}", letter.stage, reason_kind(&letter.reason)))
+                .entry(format!("{}: {kind}", letter.stage))
                 .or_default() += 1;
+            metrics::STAGE_RECORDS_REJECTED
+                .with_label_values(&[self.loaded.config.name.as_str(), &letter.stage, kind])
+                .inc();
+            if let Some(stage) = status.stage_mut(&letter.stage) {
+                stage.rejected += 1;
+            }
         }
+        drop(status);
         self.dead.extend(letters);
     }
 
@@ -475,7 +621,20 @@ impl Run<'_> {
             if let Some(latest) = max_event_time(&batch, &self.loaded.config.event_time) {
                 stage.max_event_time = Some(stage.max_event_time.map_or(latest, |m| m.max(latest)));
             }
+            let started = Instant::now();
             let outputs = stage.runtime.process(&topic, &batch);
+            let rows = batch.num_rows() as u64;
+            self.observe_call(lane, index, started, rows, &outputs);
+            if let Some(status) = self.live.status().stages.get_mut(index) {
+                status.records_in += rows;
+                if status
+                    .last_input
+                    .as_ref()
+                    .is_none_or(|(t, s)| *t != topic || *s != batch.schema())
+                {
+                    status.last_input = Some((topic.clone(), batch.schema()));
+                }
+            }
             let routed = self.route(lane, index, &topic, outputs, Some(batch))?;
             // Keep batch order: later outputs are pushed first so the first is processed first.
             pending.extend(routed.into_iter().rev());
@@ -493,16 +652,16 @@ impl Run<'_> {
         input: Option<RecordBatch>,
     ) -> Result<Vec<(usize, String, RecordBatch)>, PipelineError> {
         let stage = &self.lanes[&lane].stages[index];
-        let plugin = format!(
-            "{}@{}",
-            stage.runtime.info().name,
-            stage.runtime.info().version
-        );
+        let plugin = self.versions[index].label();
+        let stamp = self.versions[index].stamp();
         let stage_name = stage.config.name.clone();
         let outputs = match outputs {
             Ok(outputs) => outputs,
             Err(error) => {
                 tracing::warn!(stage = %stage_name, plugin = %plugin, reason = %error.reason, "batch failed; its rows go to the dead-letter output");
+                self.live
+                    .status()
+                    .error(format!("stage `{stage_name}` ({plugin}): {}", error.reason));
                 if let Some(input) = input {
                     let reason = format!("plugin failed: {}", error.reason);
                     let letters =
@@ -533,9 +692,18 @@ impl Run<'_> {
                 .as_ref()
                 .is_none_or(|w| w.contains(&name));
             let layer = layer.filter(|_| written);
+            metrics::STAGE_RECORDS_OUT
+                .with_label_values(&[self.loaded.config.name.as_str(), &stage_name, &name])
+                .inc_by(batch.num_rows() as u64);
+            if let Some(status) = self.live.status().stages.get_mut(index) {
+                status.records_out += batch.num_rows() as u64;
+            }
             if let Some(layer) = layer {
                 let partitioning = stage.partitioning.clone();
-                self.write(&layer, &table, batch.clone(), partitioning)?;
+                // Every file records the plugin build that produced its rows (a swap commits
+                // first, so no file mixes two).
+                let stamped = with_metadata(&batch, PLUGIN_METADATA, &stamp);
+                self.write(&layer, &table, stamped, partitioning)?;
             }
             onward.push((index + 1, table, batch));
         }
@@ -574,7 +742,9 @@ impl Run<'_> {
         let stage = &mut self.lanes.get_mut(&lane).expect("open lane").stages[index];
         stage.watermark = Some(watermark);
         let name = stage.config.name.clone();
+        let started = Instant::now();
         let outputs = stage.runtime.on_watermark(watermark);
+        self.observe_call(lane, index, started, 0, &outputs);
         let onward = self.route(lane, index, &name, outputs, None)?;
         for (next, table, batch) in onward {
             self.flow(lane, next, &table, batch)?;
@@ -591,6 +761,167 @@ impl Run<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Metrics and status of one plugin call.
+    fn observe_call(
+        &self,
+        lane: u32,
+        index: usize,
+        started: Instant,
+        rows: u64,
+        outputs: &Result<Vec<(String, RecordBatch)>, StageError>,
+    ) {
+        let stage = &self.lanes[&lane].stages[index];
+        let pipeline = self.loaded.config.name.as_str();
+        let name = stage.config.name.as_str();
+        metrics::STAGE_BATCH_SECONDS
+            .with_label_values(&[pipeline, name])
+            .observe(started.elapsed().as_secs_f64());
+        let plugin = &self.versions[index].name;
+        metrics::PLUGIN_FUEL
+            .with_label_values(&[pipeline, name, plugin])
+            .inc_by(stage.runtime.last_fuel());
+        if rows > 0 {
+            metrics::STAGE_RECORDS_IN
+                .with_label_values(&[pipeline, name])
+                .inc_by(rows);
+        }
+        if outputs.is_err() {
+            metrics::PLUGIN_FAILURES
+                .with_label_values(&[pipeline, name, plugin])
+                .inc();
+            if let Some(status) = self.live.status().stages.get_mut(index) {
+                status.failures += 1;
+            }
+        }
+    }
+
+    /// Applies a hot-swap or rollback and answers it. Only a failing commit is an error of
+    /// the pipeline; a refused swap is the requester's.
+    fn control(&mut self, control: Control) -> Result<(), PipelineError> {
+        let result = self.swap_stage(&control.stage, control.request)?;
+        if let Ok(version) = &result {
+            let pipeline = self.loaded.config.name.as_str();
+            metrics::PLUGIN_RELOADS
+                .with_label_values(&[pipeline, &control.stage, "swapped"])
+                .inc();
+            let previous = self.previous[self.stage_index(&control.stage).unwrap_or(0)]
+                .iter()
+                .map(|(_, v)| v.clone())
+                .collect();
+            if let Some(status) = self.live.status().stage_mut(&control.stage) {
+                status.plugin = version.clone();
+                status.previous = previous;
+                status.swaps += 1;
+            }
+        }
+        let _ = control.reply.send(result);
+        Ok(())
+    }
+
+    fn stage_index(&self, stage: &str) -> Option<usize> {
+        self.loaded
+            .config
+            .stages
+            .iter()
+            .position(|s| s.name == stage)
+    }
+
+    /// Swaps a stage's plugin in every lane: commits what the old version produced, hands
+    /// each lane's state over, then replaces the instances — all or none.
+    fn swap_stage(
+        &mut self,
+        stage: &str,
+        request: ControlRequest,
+    ) -> Result<Result<PluginVersion, SwapError>, PipelineError> {
+        let Some(index) = self.stage_index(stage) else {
+            return Ok(Err(SwapError::UnknownStage {
+                pipeline: self.loaded.config.name.clone(),
+                stage: stage.to_string(),
+            }));
+        };
+        let (module, mut version, rollback) = match request {
+            ControlRequest::Swap(candidate) => {
+                let Candidate { module, version } = *candidate;
+                (module, version, false)
+            }
+            ControlRequest::Rollback => match self.previous[index].pop() {
+                Some((module, version)) => (module, version, true),
+                None => {
+                    return Ok(Err(SwapError::NoPrevious {
+                        stage: stage.to_string(),
+                    }));
+                }
+            },
+        };
+        if self.consumed > self.committed || self.uncommitted_rows > 0 || !self.dead.is_empty() {
+            self.commit(None)?;
+        }
+        let config = &self.loaded.config.stages[index];
+        let config_json = serde_json::to_string(&config.config).expect("JSON values serialise");
+        let mut fresh = BTreeMap::new();
+        let mut refusal = None;
+        for (&number, lane) in &mut self.lanes {
+            let old = &mut lane.stages[index].runtime;
+            let handed_over = WasmStage::new(
+                stage,
+                &module,
+                config.limits.clone(),
+                &config_json,
+                config.topics.clone(),
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|mut runtime| {
+                if old.info().stateful {
+                    let state = old
+                        .snapshot()
+                        .map_err(|e| format!("snapshot of the running version: {}", e.reason))?;
+                    runtime
+                        .restore(&state)
+                        .map_err(|e| format!("restore into the new version: {}", e.reason))?;
+                }
+                Ok(runtime)
+            });
+            match handed_over {
+                Ok(runtime) => {
+                    fresh.insert(number, runtime);
+                }
+                Err(reason) => {
+                    refusal = Some(format!("lane {number}: {reason}"));
+                    break;
+                }
+            }
+        }
+        if let Some(reason) = refusal {
+            if rollback {
+                self.previous[index].push((module, version));
+            }
+            return Ok(Err(SwapError::refused(stage, reason)));
+        }
+        for (number, runtime) in fresh {
+            if let Some(lane) = self.lanes.get_mut(&number) {
+                lane.stages[index].runtime = runtime;
+            }
+        }
+        if rollback {
+            version.origin = format!("rollback to {}", version.origin);
+        }
+        let pipeline = self.loaded.config.name.clone();
+        let old_version = std::mem::replace(&mut self.versions[index], version.clone());
+        let old_module = std::mem::replace(&mut self.modules[index], module);
+        let _ = metrics::PLUGIN_INFO.remove_label_values(&plugin_labels(
+            &pipeline,
+            stage,
+            &old_version,
+        ));
+        metrics::PLUGIN_INFO
+            .with_label_values(&plugin_labels(&pipeline, stage, &version))
+            .set(1);
+        if !rollback {
+            self.previous[index].push((old_module, old_version));
+        }
+        Ok(Ok(version))
     }
 
     /// Commits and waits until the commit is durable; returns its record.
@@ -673,10 +1004,30 @@ impl Run<'_> {
             files: vec![],
             totals: self.totals(),
             lanes,
+            plugins: self
+                .loaded
+                .config
+                .stages
+                .iter()
+                .map(|s| s.name.clone())
+                .zip(self.versions.iter().cloned())
+                .collect(),
         };
         let durable = self.durable.clone();
         let owned: Vec<u32> = self.lanes.keys().copied().collect();
+        let live = self.live.clone();
         let notify: Box<dyn FnOnce(&CommitRecord) + Send> = Box::new(move |record| {
+            let now = std::time::SystemTime::now();
+            metrics::COMMITS
+                .with_label_values(&[&record.pipeline])
+                .inc();
+            metrics::LAST_COMMIT
+                .with_label_values(&[&record.pipeline])
+                .set(crate::live::unix_ms(now) as f64 / 1000.0);
+            live.status().last_commit = Some(crate::live::CommitStatus {
+                epoch: record.epoch,
+                at_ms: crate::live::unix_ms(now),
+            });
             if let Some(durable) = durable {
                 let positions = owned
                     .iter()
@@ -801,8 +1152,13 @@ impl SinkThread {
                             last,
                             notify,
                         } => {
+                            let started = Instant::now();
+                            let pipeline = record.pipeline.clone();
                             let record =
                                 io.block_on(lake.commit(record, snapshots, first, last))?;
+                            metrics::SINK_WRITE_SECONDS
+                                .with_label_values(&[pipeline.as_str(), "lake", ""])
+                                .observe(started.elapsed().as_secs_f64());
                             published.store(0, Ordering::Relaxed);
                             // Positions become durable only once every sink has the rows.
                             if let Some(clickhouse) = &mut clickhouse {
@@ -866,4 +1222,36 @@ fn reason_kind(reason: &str) -> &str {
     } else {
         reason
     }
+}
+
+/// How often a watched plugin file is polled.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+fn plugin_labels<'a>(
+    pipeline: &'a str,
+    stage: &'a str,
+    version: &'a PluginVersion,
+) -> [&'a str; 5] {
+    [
+        pipeline,
+        stage,
+        version.name.as_str(),
+        version.version.as_str(),
+        version.sha256.as_str(),
+    ]
+}
+
+/// The batch with one more schema metadata entry.
+fn with_metadata(batch: &RecordBatch, key: &str, value: &str) -> RecordBatch {
+    let schema = batch.schema();
+    let mut metadata = schema.metadata().clone();
+    metadata.insert(key.to_string(), value.to_string());
+    let schema = Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        schema.fields().clone(),
+        metadata,
+    ));
+    batch
+        .clone()
+        .with_schema(schema)
+        .expect("only the metadata changed")
 }

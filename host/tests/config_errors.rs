@@ -137,3 +137,35 @@ fn the_shipped_pipelines_validate() {
         }
     }
 }
+
+#[test]
+fn an_admin_server_beyond_loopback_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "p.yaml",
+        &format!("{VALID_HEAD}admin:\n  listen: 0.0.0.0:9464\n"),
+    );
+    let problems = errors(&path);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with(&format!(
+            "{}:8: admin.listen: 0.0.0.0:9464 is reachable",
+            path.display()
+        )),
+        "{}",
+        problems[0]
+    );
+    let path = write(
+        &dir,
+        "q.yaml",
+        &format!("{VALID_HEAD}admin:\n  listen: localhost\n"),
+    );
+    assert!(errors(&path)[0].contains("admin.listen: `localhost` is not IP:PORT"));
+    let path = write(
+        &dir,
+        "r.yaml",
+        &format!("{VALID_HEAD}admin:\n  listen: 0.0.0.0:9464\n  token: s3cret\n"),
+    );
+    assert!(load(&path).is_ok());
+}

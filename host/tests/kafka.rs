@@ -364,10 +364,12 @@ fn streamify_yaml_runs_against_kafka_until_sigterm() {
             .env("SLUICE_CLICKHOUSE", clickhouse.url())
             .env("CLICKHOUSE_USER", "sluice")
             .env("CLICKHOUSE_PASSWORD", common::PASSWORD)
+            .env("SLUICE_ADMIN", "127.0.0.1:18560")
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
     );
+    common::wait_ready("http://127.0.0.1:18560", &mut child);
     wait_for("every event in bronze", || {
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -496,4 +498,134 @@ fn group_offsets_wait_until_clickhouse_has_the_rows() {
     .map(|t| clickhouse.count(&format!("SELECT count() FROM offsets.{t} FINAL")))
     .sum();
     assert_eq!(in_clickhouse, produced);
+}
+
+/// One number from Prometheus's HTTP API: the value of an instant query (None: no series).
+fn prometheus_value(prometheus: &common::Service, query: &str) -> Option<f64> {
+    let url = format!(
+        "http://127.0.0.1:{}/api/v1/query?query={}",
+        prometheus.port,
+        percent_encoding::utf8_percent_encode(query, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let answer = common::get_json(&url);
+    assert_eq!(answer["status"], "success", "{query}: {answer}");
+    let value = answer["data"]["result"].get(0)?["value"][1]
+        .as_str()?
+        .to_string();
+    Some(value.parse().unwrap())
+}
+
+/// A real Prometheus (Debian's package) scrapes a host consuming Kafka; what it stored —
+/// read back through its HTTP API — matches what the pipeline did: records consumed, rows per
+/// layer in the lake, dead letters, consumer lag, the plugin version. Its alert rules load.
+#[test]
+fn prometheus_scrapes_what_the_pipeline_did() {
+    let _turn = ONE_BROKER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let broker = Broker::start("kafka-metrics", 19185);
+    let admin = "127.0.0.1:18540";
+    let prometheus = common::Service::start_with(
+        "tests/services/prometheus/prometheus.sh",
+        "prometheus-metrics",
+        18600,
+        &[admin],
+    );
+    for check in [
+        vec!["check", "config", "dashboards/prometheus.yml"],
+        vec!["check", "rules", "dashboards/alerts.yml"],
+    ] {
+        let status = Command::new("promtool")
+            .args(&check)
+            .current_dir(repo_root())
+            .status()
+            .unwrap();
+        assert!(status.success(), "promtool {check:?}");
+    }
+    let produced = broker.generate(20_000, 11, &["--partitions", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let pipeline = dir.path().join("metrics.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "name: metrics\nsource:\n  kafka:\n    brokers: {}\n    topics: [listen_events, page_view_events, auth_events, status_change_events]\n    group: sluice-metrics\nbatch_rows: 2048\nlake:\n  uri: file://{}\n  commit_interval_ms: 1000\nbronze: {{}}\nstages:\n  - name: clean\n    plugin: {}/clean.wasm\n    layer: silver\nadmin:\n  listen: {admin}\n",
+            broker.address(),
+            lake.display(),
+            common::plugin_dir()
+        ),
+    )
+    .unwrap();
+    let mut host = common::spawn_logged(&pipeline, &dir.path().join("host.log"), &[]);
+    let lake_rows = |layer: &str| {
+        if lake.join(layer).is_dir() {
+            common::rows(&read_layer(&lake, layer)) as f64
+        } else {
+            0.0
+        }
+    };
+    wait_for("every event committed to bronze", || {
+        assert!(host.try_wait().unwrap().is_none(), "the host ended");
+        lake_rows("bronze") == produced as f64
+    });
+    let metric = |query: &str| prometheus_value(&prometheus, query);
+    let records = r#"sum(sluice_source_records_total{pipeline="metrics"})"#;
+    wait_for("Prometheus to scrape the final figures", || {
+        metric(records) == Some(produced as f64)
+            && metric(r#"max(sluice_kafka_consumer_lag{pipeline="metrics"})"#) == Some(0.0)
+            && metric(r#"sum(sluice_lake_rows_total{layer="silver"})"#) == Some(lake_rows("silver"))
+    });
+    assert_eq!(metric(r#"up{job="sluice"}"#), Some(1.0));
+    assert_eq!(
+        metric(r#"sum(sluice_lake_rows_total{pipeline="metrics",layer="bronze"})"#),
+        Some(produced as f64)
+    );
+    assert_eq!(
+        metric(r#"sum(sluice_stage_records_rejected_total{pipeline="metrics"})"#),
+        Some(lake_rows("_rejects"))
+    );
+    assert_eq!(
+        metric(r#"sum(sluice_stage_records_in_total{pipeline="metrics",stage="clean"})"#),
+        Some(produced as f64),
+        "every decoded record went through clean"
+    );
+    assert_eq!(
+        metric(r#"count(sluice_kafka_consumer_lag{pipeline="metrics"})"#),
+        Some(8.0),
+        "four topics of two partitions"
+    );
+    assert_eq!(
+        metric(
+            r#"sluice_plugin_info{pipeline="metrics",stage="clean",plugin="clean",version="0.1.0"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(metric("sum(sluice_build_info)"), Some(1.0));
+    assert!(metric(r#"sum(sluice_commits_total{pipeline="metrics"})"#).unwrap() >= 1.0);
+    assert!(
+        metric(r#"sum(sluice_stage_batch_seconds_count{pipeline="metrics",stage="clean"})"#)
+            .unwrap()
+            >= (produced / 2048) as f64
+    );
+    let rules = common::get_json(&format!(
+        "http://127.0.0.1:{}/api/v1/rules",
+        prometheus.port
+    ));
+    let loaded: Vec<(String, String)> = rules["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["health"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(loaded.len(), 6, "{loaded:?}");
+    assert!(
+        loaded.iter().all(|(_, health)| health != "err"),
+        "{loaded:?}"
+    );
+    assert!(host.terminate().success());
 }

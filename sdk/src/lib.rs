@@ -115,11 +115,13 @@ macro_rules! export_plugin {
             struct SluiceGuest;
             impl $crate::__wasm::Guest for SluiceGuest {
                 fn init(config: String) -> Result<$crate::__wasm::PluginInfo, String> {
-                    $crate::__wasm::init::<$plugin>(
-                        &config,
-                        env!("CARGO_PKG_NAME"),
-                        env!("CARGO_PKG_VERSION"),
-                    )
+                    // SLUICE_PLUGIN_VERSION at build time stamps a build (a CI number, a
+                    // test's second version) without editing Cargo.toml.
+                    let version = match option_env!("SLUICE_PLUGIN_VERSION") {
+                        Some(version) => version,
+                        None => env!("CARGO_PKG_VERSION"),
+                    };
+                    $crate::__wasm::init::<$plugin>(&config, env!("CARGO_PKG_NAME"), version)
                 }
                 fn process(batch: Vec<u8>) -> Result<Vec<$crate::__wasm::Output>, String> {
                     $crate::__wasm::process(&batch)

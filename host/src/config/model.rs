@@ -35,6 +35,26 @@ pub struct PipelineConfig {
     /// Loads a layer's committed tables (gold, by default) into ClickHouse.
     #[serde(default)]
     pub clickhouse: Option<ClickHouseConfig>,
+    /// Serves the admin API, `/metrics` and the status page while the pipeline runs.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+}
+
+/// The admin HTTP server (see `admin`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `IP:PORT` to listen on. Anything but a loopback address needs a `token`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// Required as `Authorization: Bearer <token>` on every endpoint but `/health` and
+    /// `/ready` (use `${ENV_VAR}`).
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+pub fn default_admin_listen() -> String {
+    "127.0.0.1:9464".to_string()
 }
 
 fn default_instance() -> String {
@@ -285,6 +305,10 @@ pub struct StageConfig {
     /// pipeline's `event_time`), e.g. `session_start` for sessions.
     #[serde(default)]
     pub event_time: Option<String>,
+    /// Watch the plugin file and hot-swap each new version in (checked first; a version that
+    /// fails the checks is refused and the running one kept).
+    #[serde(default)]
+    pub watch: bool,
 }
 
 /// Where and how a layer's tables are loaded into ClickHouse (see `sink::clickhouse`).

@@ -309,6 +309,28 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
         check_partitions(&key("partition_by"), &stage.partition_by, &mut problems);
     }
 
+    if let Some(admin) = &config.admin {
+        match admin.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => problems.push(at(
+                "admin.listen",
+                format!("`{}` is not IP:PORT", admin.listen),
+            )),
+            Ok(address) if !address.ip().is_loopback() && admin.token.is_none() => {
+                problems.push(at(
+                    "admin.listen",
+                    format!(
+                        "{address} is reachable from other hosts: set admin.token (a bearer \
+                         token) or listen on 127.0.0.1"
+                    ),
+                ))
+            }
+            Ok(_) => {}
+        }
+        if admin.token.as_deref() == Some("") {
+            problems.push(at("admin.token", "is empty".into()));
+        }
+    }
+
     if let Some(clickhouse) = &config.clickhouse {
         if !(clickhouse.url.starts_with("http://")) {
             problems.push(at(

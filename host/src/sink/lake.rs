@@ -340,6 +340,9 @@ pub struct CommitRecord {
     /// `Lake::lane_checkpoints` picks the furthest one over all instances.
     #[serde(default)]
     pub lanes: BTreeMap<u32, LaneCheckpoint>,
+    /// The plugin each stage ran for this epoch's rows, by stage name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, crate::stage::PluginVersion>,
 }
 
 /// Where a lane resumes: its source position, its stages' state and event times.

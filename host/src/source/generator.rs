@@ -24,6 +24,9 @@ pub struct GeneratorConfig {
     pub start_ms: i64,
     /// Fraction of records made invalid or duplicated.
     pub dirty_rate: f64,
+    /// As a pipeline source: records per second, for a steady live load (0: as fast as the
+    /// pipeline takes them).
+    pub rate: u64,
 }
 
 impl Default for GeneratorConfig {
@@ -34,6 +37,7 @@ impl Default for GeneratorConfig {
             users: 1000,
             start_ms: 1_793_491_200_000,
             dirty_rate: 0.002,
+            rate: 0,
         }
     }
 }
@@ -626,6 +630,9 @@ pub struct GeneratorSource {
     generator: EventGenerator,
     batch_rows: usize,
     pending: VecDeque<RawBatch>,
+    rate: u64,
+    /// When this run's first record was generated, and how many had been emitted before.
+    paced_from: Option<(std::time::Instant, u64)>,
 }
 
 impl GeneratorSource {
@@ -651,6 +658,8 @@ impl GeneratorSource {
             generator,
             batch_rows,
             pending: VecDeque::new(),
+            rate: config.rate,
+            paced_from: None,
         })
     }
 }
@@ -658,6 +667,7 @@ impl GeneratorSource {
 impl Source for GeneratorSource {
     fn next_batch(&mut self) -> Result<Option<RawBatch>, SourceError> {
         if self.pending.is_empty() {
+            self.pace();
             let mut batches: Vec<RawBatch> = Topic::ALL
                 .iter()
                 .map(|t| RawBatch::new(t.name(), "generator"))
@@ -681,6 +691,23 @@ impl Source for GeneratorSource {
             }
         }
         Ok(self.pending.pop_front())
+    }
+}
+
+impl GeneratorSource {
+    /// With a `rate`, waits until the records emitted so far are due.
+    fn pace(&mut self) {
+        if self.rate == 0 {
+            return;
+        }
+        let emitted = self.generator.emitted();
+        let (started, base) = *self
+            .paced_from
+            .get_or_insert_with(|| (std::time::Instant::now(), emitted));
+        let due = std::time::Duration::from_secs_f64((emitted - base) as f64 / self.rate as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
     }
 }
 

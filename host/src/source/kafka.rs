@@ -85,9 +85,24 @@ impl Batches {
 pub struct LaneContext {
     batches: Mutex<Batches>,
     events: Events,
+    pipeline: String,
 }
 
-impl ClientContext for LaneContext {}
+impl ClientContext for LaneContext {
+    /// librdkafka's periodic statistics carry each assigned partition's consumer lag.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, stats) in &stats.partitions {
+                if *partition < 0 || !stats.desired || stats.consumer_lag < 0 {
+                    continue;
+                }
+                crate::metrics::CONSUMER_LAG
+                    .with_label_values(&[self.pipeline.as_str(), topic, &partition.to_string()])
+                    .set(stats.consumer_lag);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for LaneContext {
     fn rebalance(
@@ -290,13 +305,15 @@ impl KafkaSource {
             .set("heartbeat.interval.ms", "2000")
             // Bounds what librdkafka prefetches while the pipeline applies back pressure.
             .set("queued.max.messages.kbytes", "16384")
-            .set("fetch.max.bytes", "16777216");
+            .set("fetch.max.bytes", "16777216")
+            .set("statistics.interval.ms", "5000");
         for (key, value) in &kafka.options {
             config.set(key, value);
         }
         let context = LaneContext {
             batches: Mutex::new(Batches::default()),
             events,
+            pipeline: pipeline.to_string(),
         };
         let consumer: BaseConsumer<LaneContext> = config
             .create_with_context(context)

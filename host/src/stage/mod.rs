@@ -16,6 +16,49 @@ pub struct StageError {
     pub reason: String,
 }
 
+/// Which plugin build a stage runs: recorded in status, metrics, commit records and the
+/// metadata of every file the stage writes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PluginVersion {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    #[serde(default)]
+    pub stateful: bool,
+    /// Where the module came from: the pipeline's plugin path, `admin API`, a rollback.
+    #[serde(default)]
+    pub origin: String,
+}
+
+impl PluginVersion {
+    pub fn of(module: &PluginModule, info: &PluginInfo, origin: &str) -> Self {
+        PluginVersion {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            sha256: module.sha256().to_string(),
+            stateful: info.stateful,
+            origin: origin.to_string(),
+        }
+    }
+
+    /// `name@version`, as in dead letters and logs.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    /// What files record (`sluice.plugin` metadata): `name@version sha256:<first 16>`.
+    pub fn stamp(&self) -> String {
+        format!(
+            "{} sha256:{}",
+            self.label(),
+            &self.sha256[..16.min(self.sha256.len())]
+        )
+    }
+}
+
+/// Schema metadata key naming the plugin build that produced a file's rows.
+pub const PLUGIN_METADATA: &str = "sluice.plugin";
+
 /// One pipeline stage: a named plugin instance plus the topics it applies to.
 pub struct WasmStage {
     name: String,
@@ -45,6 +88,15 @@ impl WasmStage {
 
     pub fn info(&self) -> &PluginInfo {
         self.instance.info()
+    }
+
+    pub fn module(&self) -> &PluginModule {
+        self.instance.module()
+    }
+
+    /// Fuel the last call used.
+    pub fn last_fuel(&self) -> u64 {
+        self.instance.last_fuel()
     }
 
     /// Whether batches of `topic` go through this stage (others pass it unchanged).

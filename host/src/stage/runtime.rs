@@ -153,7 +153,7 @@ impl PluginModule {
         if bytes.starts_with(b"\0asm\x01\0\0\0") {
             return Err(RuntimeError::CoreModule { path });
         }
-        let sha256 = hex(&Sha256::digest(bytes));
+        let sha256 = sha256_hex(bytes);
         let component = compile_cached(&path, bytes, &sha256)?;
         check_contract(&path, &component)?;
         let instance_pre =
@@ -177,6 +177,11 @@ impl PluginModule {
     pub fn sha256(&self) -> &str {
         &self.sha256
     }
+}
+
+/// The hex SHA-256 of a module's bytes: how versions are told apart.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -287,6 +292,8 @@ pub struct PluginInstance {
     store: Store<StoreState>,
     world: PluginWorld,
     info: PluginInfo,
+    /// Fuel the last call used.
+    last_fuel: u64,
 }
 
 impl PluginInstance {
@@ -313,6 +320,7 @@ impl PluginInstance {
                 inputs: vec![],
                 stateful: false,
             },
+            last_fuel: 0,
         };
         instance.arm();
         let result = instance
@@ -349,6 +357,11 @@ impl PluginInstance {
 
     pub fn module(&self) -> &PluginModule {
         &self.module
+    }
+
+    /// Fuel (about one unit per wasm instruction) the last call used.
+    pub fn last_fuel(&self) -> u64 {
+        self.last_fuel
     }
 
     /// Gives the next call a fresh fuel budget and deadline.
@@ -404,6 +417,10 @@ impl PluginInstance {
     ) -> Result<T, RuntimeError> {
         self.arm();
         let result = f(&self.world, &mut self.store);
+        self.last_fuel = self
+            .limits
+            .fuel
+            .saturating_sub(self.store.get_fuel().unwrap_or(0));
         let plugin = self.info.name.clone();
         match result {
             Ok(Ok(value)) => Ok(value),

@@ -197,20 +197,30 @@ pub struct Service {
 impl Service {
     /// `script` is relative to the repository root, e.g. `tests/services/hdfs/hdfs.sh`.
     pub fn start(script: &'static str, name: &str, port: u16) -> Service {
+        Self::start_with(script, name, port, &[])
+    }
+
+    /// `start` with arguments after the port (e.g. what Prometheus scrapes).
+    pub fn start_with(script: &'static str, name: &str, port: u16, extra: &[&str]) -> Service {
         let service = Service {
             script,
             name: name.to_string(),
             port,
         };
         service.script("wipe");
-        service.script("start");
+        service.script_with("start", extra);
         service
     }
 
     pub fn script(&self, command: &str) {
+        self.script_with(command, &[])
+    }
+
+    fn script_with(&self, command: &str, extra: &[&str]) {
         let status = Command::new("bash")
             .arg(repo_root().join(self.script))
             .args([command, &self.name, &self.port.to_string()])
+            .args(extra)
             .status()
             .unwrap_or_else(|e| panic!("running {}: {e}", self.script));
         assert!(
@@ -320,4 +330,48 @@ stages:
     )
     .unwrap();
     path
+}
+
+/// One HTTP request; the status and the body (no error for 4xx/5xx).
+pub fn http(method: &str, url: &str, body: &[u8], token: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let mut request = ureq::http::Request::builder().method(method).uri(url);
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let response = agent.run(request.body(body.to_vec()).unwrap());
+    let mut response = response.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    (
+        status,
+        response.body_mut().read_to_string().unwrap_or_default(),
+    )
+}
+
+/// `GET url` as JSON (panics on a status other than 200).
+pub fn get_json(url: &str) -> serde_json::Value {
+    let (status, body) = http("GET", url, b"", None);
+    assert_eq!(status, 200, "GET {url}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Waits until the admin server at `base` says the pipeline is ready.
+pub fn wait_ready(base: &str, host: &mut Host) {
+    wait_for("the pipeline to be ready", || {
+        if let Ok(Some(status)) = host.try_wait() {
+            panic!("the host exited early: {status}");
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .get(format!("{base}/ready"))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    });
 }
