@@ -35,3 +35,4 @@ SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice" "$venv/bin/python" -m pytest -q test
 
 echo "== quick benchmark (figures for the log; never fails on timing)"
 bash bench/run.sh --quick
+bash bench/compare.sh --quick
