@@ -5,7 +5,7 @@ one run: read EventSim JSON lines (four topics), write them as zstd Parquet part
 
 Each engine runs as a child process, measured with wait4 (wall time, user+system CPU, peak
 RSS). The outputs are counted afterwards with DuckDB from the Parquet files each engine wrote,
-and must agree. Results: a table on stdout, `compare.csv`, `compare.png` and `machine.txt` in
+and must agree. Results: a table on stdout, `compare.csv`, `compare-<events>.png` and `machine.txt` in
 the output folder. Run through bench/compare.sh, which prepares the binaries and the virtualenv.
 """
 import argparse
@@ -17,6 +17,7 @@ import pathlib
 import platform
 import shutil
 import subprocess
+import statistics
 import sys
 import time
 
@@ -213,6 +214,7 @@ def main():
     parser.add_argument("--run", choices=["duckdb", "spark"], help=argparse.SUPPRESS)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--engines", default="sluice,duckdb,spark")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per engine; figures are medians")
     parser.add_argument("--sluice", required=False, help="the sluice binary")
     parser.add_argument("--plugins", required=False, help="folder with clean.wasm")
     parser.add_argument("--out", default="bench/results", help="where the CSV, chart and machine go")
@@ -233,24 +235,36 @@ def main():
                    check=True, stdout=subprocess.DEVNULL)
     print(f"generated {args.events:,} events as JSON lines in {time.perf_counter() - started:.1f} s "
           f"({sum(f.stat().st_size for f in input_dir.iterdir()) / 2**20:.0f} MiB)")
-    rows, counts = [], {}
-    for engine in args.engines.split(","):
-        out = work / engine
-        if engine == "sluice":
-            command = [args.sluice, "run", "--quiet", str(work / "sluice-bench.yaml")]
-            (work / "sluice-bench.yaml").write_text(
-                SLUICE_PIPELINE.format(input=input_dir, out=out, plugins=args.plugins))
-        else:
-            command = [sys.executable, __file__, "--run", engine, "--engine", str(input_dir), str(out)]
-        # Spark binds to loopback only, like every server this project starts.
-        wall, cpu, rss = measured(command, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
-        counts[engine] = count_rows(out)
-        rows.append({"engine": engine, "events": args.events, "wall_s": round(wall, 2),
+    engines = args.engines.split(",")
+    runs = {engine: [] for engine in engines}
+    counts = {}
+    # Engines take turns, run after run, so that a noisy neighbour hits all of them alike;
+    # each figure is the median of the runs.
+    for attempt in range(1, args.repeat + 1):
+        for engine in engines:
+            out = work / engine
+            if engine == "sluice":
+                command = [args.sluice, "run", "--quiet", str(work / "sluice-bench.yaml")]
+                (work / "sluice-bench.yaml").write_text(
+                    SLUICE_PIPELINE.format(input=input_dir, out=out, plugins=args.plugins))
+            else:
+                command = [sys.executable, __file__, "--run", engine, "--engine", str(input_dir), str(out)]
+            # Spark binds to loopback only, like every server this project starts.
+            wall, cpu, rss = measured(command, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
+            found = count_rows(out)
+            if counts.setdefault(engine, found) != found:
+                raise SystemExit(f"{engine} wrote other row counts in run {attempt}: {found} vs {counts[engine]}")
+            runs[engine].append((wall, cpu, rss))
+            print(f"{engine:>7} run {attempt}: {wall:7.2f} s wall, {args.events / wall:>10,.0f} events/s, "
+                  f"{cpu:7.2f} s CPU, {rss:6.0f} MiB peak RSS")
+            shutil.rmtree(out, ignore_errors=True)
+    rows = []
+    for engine in engines:
+        wall, cpu, rss = (statistics.median(run[i] for run in runs[engine]) for i in range(3))
+        rows.append({"engine": engine, "events": args.events, "runs": args.repeat, "wall_s": round(wall, 2),
                      "events_per_s": round(args.events / wall), "events_per_s_per_core": round(args.events / wall / os.cpu_count()),
                      "cpu_s": round(cpu, 2), "events_per_cpu_s": round(args.events / cpu) if cpu else 0,
                      "peak_rss_mib": round(rss)})
-        print(f"{engine:>7}: {wall:7.2f} s wall, {args.events / wall:>10,.0f} events/s, {cpu:7.2f} s CPU, {rss:6.0f} MiB peak RSS")
-        shutil.rmtree(out, ignore_errors=True)
     base = rows[0]
     for row in rows:
         row[f"speed_vs_{base['engine']}"] = round(row["events_per_s"] / base["events_per_s"], 3)
@@ -259,6 +273,7 @@ def main():
     print("\nrows per layer and topic:")
     for key in reference:
         print(f"  {key:<32}" + "".join(f"{counts[e][key]:>12,}" for e in counts))
+    print(f"\nmedians of {args.repeat} run(s):")
     print("\n| engine | wall s | events/s | events/s per core | CPU s | peak RSS MiB | speed vs " + base["engine"] + " |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
@@ -272,8 +287,9 @@ def main():
             writer.writeheader()
         for r in rows:
             writer.writerow({"date": stamp["date"], "cores": stamp["cores"], **r, "outputs_agree": agree})
-    chart(rows, results / "compare.png")
-    print(f"\nresults in {results}/ (compare.csv, compare.png, machine.txt)")
+    size = f"{args.events // 1_000_000}M" if args.events % 1_000_000 == 0 else str(args.events)
+    chart(rows, results / f"compare-{size}.png")
+    print(f"\nresults in {results}/ (compare.csv, compare-{size}.png, machine.txt)")
     if not agree:
         raise SystemExit("the engines' outputs do not agree (see the row counts above)")
     shutil.rmtree(work, ignore_errors=True)

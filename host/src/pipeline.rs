@@ -1,7 +1,7 @@
 //! Wires a validated pipeline together and runs it:
 //! source → decode → bronze → stages (each may write a layer) → commit.
 use crate::config::{LoadedPipeline, SourceKind, StageConfig};
-use crate::decode::{DeadLetter, JsonDecoder};
+use crate::decode::{DeadLetter, Decoded, JsonDecoder, describe_rows};
 use crate::live::{Candidate, Control, ControlRequest, Live, RunState, SwapError};
 use crate::metrics;
 use crate::sink::clickhouse::{ClickHouseError, ClickHouseSink};
@@ -113,7 +113,6 @@ struct Run<'a> {
     /// Last checkpoints of lanes this instance does not hold (any more): every commit record
     /// carries them, so a lane returning here resumes from the furthest one.
     released: BTreeMap<u32, LaneCheckpoint>,
-    decoder: JsonDecoder,
     bronze: Option<Arc<Partitioning>>,
     dead: Vec<DeadLetter>,
     dead_letter_topic: Option<DeadLetterTopic>,
@@ -130,10 +129,10 @@ struct Run<'a> {
 
 /// Runs a pipeline until its source is exhausted (or, for a stream, stopped).
 ///
-/// Three threads share the work: the source thread produces raw batches; the calling thread
-/// decodes them and runs the plugins; the sink thread partitions, encodes Parquet and does the
-/// lake I/O (on a small tokio runtime of its own). Bounded channels between them are the back
-/// pressure. Plugins must not run on a tokio worker: WASI's synchronous bindings block on
+/// Four threads share the work: the source thread produces raw batches; the decode thread
+/// turns them into Arrow; the calling thread runs the plugins; the sink thread partitions,
+/// encodes Parquet and does the lake I/O (on a small tokio runtime of its own). Bounded
+/// channels between them are the back pressure. Plugins must not run on a tokio worker: WASI's synchronous bindings block on
 /// their own futures.
 pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, PipelineError> {
     let config = &loaded.config;
@@ -255,7 +254,7 @@ fn run_attached(
         }
     }
 
-    let (events, receiver) = std::sync::mpsc::sync_channel(4);
+    let (events, raw_events) = std::sync::mpsc::sync_channel(4);
     let own_lanes = last.as_ref().map(|l| l.lanes.clone()).unwrap_or_default();
     let resume = own_lanes.get(&0).map(|l| &l.position);
     let source: Box<dyn Source> = match config.source.kind().expect("validated: exactly one source")
@@ -287,6 +286,7 @@ fn run_attached(
         _ => None,
     };
     spawn_source(source, events, options.stop.clone());
+    let receiver = spawn_decoder(JsonDecoder::new(loaded.schemas.clone()), raw_events);
 
     let resumed_at = last.as_ref().map_or(0, |l| l.records);
     let stages = config.stages.len();
@@ -302,7 +302,6 @@ fn run_attached(
         uncommitted_rows: 0,
         lanes: BTreeMap::new(),
         released: own_lanes,
-        decoder: JsonDecoder::new(loaded.schemas.clone()),
         base_totals: last.as_ref().map(|l| l.totals.clone()).unwrap_or_default(),
         bronze: config.bronze.as_ref().map(|b| {
             Arc::new(Partitioning {
@@ -341,10 +340,10 @@ fn run_attached(
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         };
         match event {
-            Some(SourceEvent::Batch(raw)) => {
+            Some(SourceEvent::Batch(DecodedBatch { raw, decoded })) => {
                 run.consumed += raw.len() as u64;
                 run.summary.records += raw.len() as u64;
-                run.process(&raw)?;
+                run.process(&raw, decoded)?;
                 run.advance_watermarks()?;
                 at_cut = raw.position.is_some();
             }
@@ -457,6 +456,43 @@ fn spawn_source(
         .expect("spawning the source thread");
 }
 
+/// A source batch and what the decoder made of it.
+struct DecodedBatch {
+    raw: RawBatch,
+    decoded: Decoded,
+}
+
+/// Decodes on a thread of its own, so that JSON → Arrow overlaps with the plugins: on two
+/// cores the pipeline thread was the bottleneck and decoding a fifth of its time. Events other
+/// than batches (a rebalance) pass through in order.
+fn spawn_decoder(
+    decoder: JsonDecoder,
+    input: std::sync::mpsc::Receiver<Result<SourceEvent, SourceError>>,
+) -> std::sync::mpsc::Receiver<Result<SourceEvent<DecodedBatch>, SourceError>> {
+    let (output, receiver) = std::sync::mpsc::sync_channel(4);
+    std::thread::Builder::new()
+        .name("sluice-decode".into())
+        .spawn(move || {
+            for event in input {
+                let event = event.map(|event| match event {
+                    SourceEvent::Batch(raw) => {
+                        let decoded = decoder.decode(&raw);
+                        SourceEvent::Batch(DecodedBatch { raw, decoded })
+                    }
+                    SourceEvent::Assigned { lanes, reply } => {
+                        SourceEvent::Assigned { lanes, reply }
+                    }
+                    SourceEvent::Revoked { lanes, reply } => SourceEvent::Revoked { lanes, reply },
+                });
+                if output.send(event).is_err() {
+                    break;
+                }
+            }
+        })
+        .expect("spawning the decode thread");
+    receiver
+}
+
 impl Run<'_> {
     /// Creates a lane's plugin instances, restoring their state from `checkpoint`.
     fn open_lane(
@@ -513,7 +549,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn process(&mut self, raw: &RawBatch) -> Result<(), PipelineError> {
+    fn process(&mut self, raw: &RawBatch, decoded: Decoded) -> Result<(), PipelineError> {
         self.add_dead(raw.rejected.clone());
         let lane = self.lanes.get_mut(&raw.lane).ok_or_else(|| {
             SourceError::Kafka(format!(
@@ -533,7 +569,6 @@ impl Run<'_> {
         if raw.position.is_some() {
             lane.position = raw.position.clone();
         }
-        let decoded = self.decoder.decode(raw);
         self.add_dead(decoded.dead);
         let Some(batch) = decoded.batch else {
             return Ok(());
@@ -658,10 +693,12 @@ impl Run<'_> {
         let outputs = match outputs {
             Ok(outputs) => outputs,
             Err(error) => {
-                tracing::warn!(stage = %stage_name, plugin = %plugin, reason = %error.reason, "batch failed; its rows go to the dead-letter output");
-                self.live
-                    .status()
-                    .error(format!("stage `{stage_name}` ({plugin}): {}", error.reason));
+                let rows = input.as_ref().and_then(describe_rows).unwrap_or_default();
+                tracing::warn!(stage = %stage_name, plugin = %plugin, reason = %error.reason, rows = %rows, "batch failed; its rows go to the dead-letter output");
+                self.live.status().error(format!(
+                    "stage `{stage_name}` ({plugin}): {}, in the batch of {rows}",
+                    error.reason
+                ));
                 if let Some(input) = input {
                     let reason = format!("plugin failed: {}", error.reason);
                     let letters =

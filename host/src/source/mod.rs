@@ -33,9 +33,10 @@ pub struct RawBatch {
     pub rejected: Vec<DeadLetter>,
 }
 
-/// What flows from the source thread to the pipeline.
-pub enum SourceEvent {
-    Batch(RawBatch),
+/// What flows from the source thread to the pipeline: raw batches from the source, decoded
+/// ones (`B`) after the decode thread.
+pub enum SourceEvent<B = RawBatch> {
+    Batch(B),
     /// The consumer group gave this instance these lanes. The pipeline opens them (restoring
     /// plugin state) and replies with each lane's checkpoint, from which the source seeks.
     Assigned {

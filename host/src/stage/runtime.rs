@@ -104,6 +104,11 @@ pub fn engine() -> &'static Engine {
         config.wasm_component_model(true);
         config.consume_fuel(true);
         config.epoch_interruption(true);
+        // `SLUICE_WASM_PROFILER=perfmap` names plugin functions in `perf report` (build the
+        // plugin with its name section: `CARGO_PROFILE_PLUGIN_STRIP=false`).
+        if std::env::var("SLUICE_WASM_PROFILER").as_deref() == Ok("perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).expect("the fixed wasmtime configuration is valid");
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -177,6 +182,34 @@ impl PluginModule {
     pub fn sha256(&self) -> &str {
         &self.sha256
     }
+}
+
+/// What a component imports and exports, by name (`wasi:io/streams@0.2.6`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interfaces {
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+}
+
+/// Compiles a component (or loads it from the cache) and lists its interfaces, without the
+/// contract and sandbox checks [`PluginModule::from_bytes`] makes.
+pub fn interfaces(path: &Path, bytes: &[u8]) -> Result<Interfaces, RuntimeError> {
+    if bytes.starts_with(b"\0asm\x01\0\0\0") {
+        return Err(RuntimeError::CoreModule {
+            path: path.to_path_buf(),
+        });
+    }
+    let component = compile_cached(path, bytes, &sha256_hex(bytes))?;
+    let ty = component.component_type();
+    let names = |items: &mut dyn Iterator<Item = String>| {
+        let mut names: Vec<String> = items.collect();
+        names.sort();
+        names
+    };
+    Ok(Interfaces {
+        imports: names(&mut ty.imports(engine()).map(|(name, _)| name.to_string())),
+        exports: names(&mut ty.exports(engine()).map(|(name, _)| name.to_string())),
+    })
 }
 
 /// The hex SHA-256 of a module's bytes: how versions are told apart.

@@ -3,6 +3,7 @@
 //! Every row either goes to `out` (normalised, with an `event_time` timestamp column) or to
 //! `rejects` with one of these reasons: `missing_ts`, `ts_out_of_range`, `missing_user_id`,
 //! `negative_duration`, `duplicate`.
+use foldhash::fast::FixedState;
 use serde::Deserialize;
 use sluice_sdk::arrow_array::TimestampMillisecondArray;
 use sluice_sdk::arrow_array::builder::StringBuilder;
@@ -126,10 +127,13 @@ impl Clean {
 
 fn normalised(value: &str, case: Case) -> std::borrow::Cow<'_, str> {
     let trimmed = value.trim();
-    let changes_case = match case {
-        Case::Keep => false,
-        Case::Lower => trimmed.chars().any(char::is_uppercase),
-        Case::Upper => trimmed.chars().any(char::is_lowercase),
+    // Nearly every value is ASCII: a byte test is several times cheaper than char decoding.
+    let changes_case = match (case, trimmed.is_ascii()) {
+        (Case::Keep, _) => false,
+        (Case::Lower, true) => trimmed.bytes().any(|b| b.is_ascii_uppercase()),
+        (Case::Upper, true) => trimmed.bytes().any(|b| b.is_ascii_lowercase()),
+        (Case::Lower, false) => trimmed.chars().any(char::is_uppercase),
+        (Case::Upper, false) => trimmed.chars().any(char::is_lowercase),
     };
     match (changes_case, case) {
         (false, _) | (true, Case::Keep) => std::borrow::Cow::Borrowed(trimmed),
@@ -168,7 +172,9 @@ fn duplicate_rows(batch: &RecordBatch) -> Result<Vec<bool>, PluginError> {
         .unzip();
     let converter = RowConverter::new(fields)?;
     let rows = converter.convert_columns(&columns)?;
-    let mut seen = HashSet::with_capacity(rows.num_rows());
+    // Rows are compared in full on a hash match, so a fast unkeyed hash is safe; SipHash was
+    // a tenth of the plugin's time.
+    let mut seen = HashSet::with_capacity_and_hasher(rows.num_rows(), FixedState::default());
     Ok(rows.iter().map(|row| !seen.insert(row)).collect())
 }
 
