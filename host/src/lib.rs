@@ -8,6 +8,7 @@ pub mod failpoint;
 pub mod live;
 pub mod metrics;
 pub mod pipeline;
+pub mod plugin_kit;
 pub mod report;
 pub mod sink;
 pub mod source;

@@ -64,6 +64,63 @@ enum Command {
         #[arg(long)]
         schema_registry: Option<String>,
     },
+    /// The plugin author's kit: scaffold, build, test and inspect plugins (docs/plugins.md).
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Creates a plugin crate NAME/ that builds and passes its tests as generated.
+    New {
+        name: String,
+        /// A plugin with state (windows closed by the watermark, snapshot/restore).
+        #[arg(long)]
+        stateful: bool,
+        /// The folder to create it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The SDK to depend on (default: the Sluice checkout this binary comes from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Builds the plugin crate in DIR for wasm32-wasip2 and puts <crate>.wasm in DIR.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The cargo profile to build with.
+        #[arg(long, default_value = "plugin")]
+        profile: String,
+    },
+    /// Runs a built plugin through the real runtime on a JSON lines file and prints its
+    /// outputs as tables, row counts and time per batch; fails when the plugin does.
+    Test {
+        plugin: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        /// The topic the rows belong to (an EventSim topic: its declared schema). Default: the
+        /// file's name if it is one, else a schema inferred from the file.
+        #[arg(long, value_name = "TOPIC")]
+        schema: Option<String>,
+        /// A YAML file with the stage's `config:` mapping.
+        #[arg(long, value_name = "YAML")]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 8192)]
+        batch_rows: usize,
+        /// Rows of each output to print.
+        #[arg(long, default_value_t = 10)]
+        rows: usize,
+    },
+    /// Shows a plugin's contract version, name, version, inputs, size and imports, and
+    /// whether this host's sandbox runs it.
+    Inspect {
+        plugin: PathBuf,
+        /// A YAML file with the stage's `config:` mapping, for plugins whose init needs one.
+        #[arg(long, value_name = "YAML")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -206,7 +263,91 @@ fn try_main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Plugin { command } => plugin_command(command),
     }
+}
+
+fn plugin_command(command: PluginCommand) -> Result<()> {
+    use sluice::plugin_kit::{build, inspect, scaffold, trial};
+    match command {
+        PluginCommand::New {
+            name,
+            stateful,
+            dir,
+            sdk,
+        } => {
+            let sdk = scaffold::find_sdk(sdk.as_deref())?;
+            let made = scaffold::new_plugin(&name, &dir, stateful, &sdk)?;
+            println!(
+                "created {} ({} plugin, sluice-sdk at {})",
+                made.dir.display(),
+                if stateful { "stateful" } else { "stateless" },
+                sdk.display()
+            );
+            println!("  cd {}", made.dir.display());
+            println!("  cargo test             # its tests, natively");
+            println!("  sluice plugin build    # -> {}.wasm", made.crate_name);
+            println!(
+                "  sluice plugin test {}.wasm --input events.jsonl",
+                made.crate_name
+            );
+            Ok(())
+        }
+        PluginCommand::Build { dir, profile } => {
+            let wasm = build::build_plugin(&dir, &profile)?;
+            let size = std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
+            println!("built {} ({size} bytes)", wasm.display());
+            Ok(())
+        }
+        PluginCommand::Test {
+            plugin,
+            input,
+            schema,
+            config,
+            batch_rows,
+            rows,
+        } => {
+            let options = trial::TrialOptions {
+                plugin,
+                input,
+                topic: schema,
+                config_json: stage_config_json(config.as_deref())?,
+                batch_rows: batch_rows.max(1),
+                limits: sluice::stage::Limits::default(),
+            };
+            let result = trial::run_trial(&options)?;
+            print!("{}", trial::render(&result, rows));
+            if result.failed() {
+                anyhow::bail!(
+                    "plugin {} failed on {} of {} calls",
+                    result.plugin,
+                    result.calls.iter().filter(|c| c.error.is_some()).count(),
+                    result.calls.len()
+                );
+            }
+            Ok(())
+        }
+        PluginCommand::Inspect { plugin, config } => {
+            let inspection = inspect::inspect(&plugin, &stage_config_json(config.as_deref())?)?;
+            print!("{}", inspect::render(&inspection));
+            if !inspection.usable() {
+                anyhow::bail!("{} cannot run in this host", plugin.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A stage's `config:` mapping from a YAML file, as the JSON `init` receives.
+fn stage_config_json(path: Option<&std::path::Path>) -> Result<String> {
+    let Some(path) = path else {
+        return Ok("{}".into());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_norway::from_str(&text).with_context(|| format!("{}: not YAML", path.display()))?;
+    Ok(serde_json::to_string(&value)?)
 }
 
 /// A flag set by the first SIGINT or SIGTERM: a stream then stops after a final commit. A

@@ -3,7 +3,6 @@
 mod common;
 
 use common::*;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice::sink::lake::CommitRecord;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -21,13 +20,6 @@ fn commit_records(lake: &Path, pipeline: &str) -> Vec<CommitRecord> {
         .iter()
         .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
         .collect()
-}
-
-/// The `sluice.plugin` stamp a Parquet file carries.
-fn plugin_stamp(path: &Path) -> Option<String> {
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap();
-    builder.schema().metadata().get("sluice.plugin").cloned()
 }
 
 fn plugin(name: &str) -> Vec<u8> {

@@ -27,3 +27,25 @@ pub struct DeadLetter {
 /// Metadata columns the host appends to every decoded batch.
 pub const ORIGIN_COLUMN: &str = "_origin";
 pub const OFFSET_COLUMN: &str = "_offset";
+
+/// Where a decoded batch's rows come from, for error messages: `<origin> offsets 10..=8201`.
+pub fn describe_rows(batch: &arrow::array::RecordBatch) -> Option<String> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    let origins = batch
+        .column_by_name(ORIGIN_COLUMN)?
+        .as_string_opt::<i32>()?;
+    let offsets = batch
+        .column_by_name(OFFSET_COLUMN)?
+        .as_primitive_opt::<Int64Type>()?;
+    if offsets.is_empty() {
+        return None;
+    }
+    let (first, last) = (offsets.value(0), offsets.value(offsets.len() - 1));
+    let origin = origins.value(0);
+    Some(if first == last {
+        format!("{origin} offset {first}")
+    } else {
+        format!("{origin} offsets {first}..={last}")
+    })
+}

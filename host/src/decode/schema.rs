@@ -56,6 +56,13 @@ impl Schemas {
         Ok(Schemas { topics })
     }
 
+    /// One topic with a schema from elsewhere (inferred from a sample file, say).
+    pub fn one(topic: &str, schema: SchemaRef) -> Self {
+        Schemas {
+            topics: BTreeMap::from([(topic.to_string(), schema)]),
+        }
+    }
+
     pub fn get(&self, topic: &str) -> Option<&SchemaRef> {
         self.topics.get(topic)
     }

@@ -106,6 +106,13 @@ pub fn string_column(batches: &[RecordBatch], column: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `sluice.plugin` stamp a Parquet file carries (`name@version sha256:…`).
+pub fn plugin_stamp(path: &Path) -> Option<String> {
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap();
+    builder.schema().metadata().get("sluice.plugin").cloned()
+}
+
 pub fn plugin_dir() -> String {
     sluice::testing::plugin_dir()
         .canonicalize()
