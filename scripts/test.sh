@@ -11,6 +11,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== plugins for wasm32-wasip2"
 bash scripts/build-plugins.sh
+# The same contract from another language (JavaScript via componentize-js, from npm): only the
+# tests need it, so the quickstart does not pay for it.
+bash plugins/paid-only-js/build.sh "$SLUICE_PLUGIN_DIR"
 
 echo "== services for the end-to-end tests (each test starts its own on 127.0.0.1)"
 for tool in java javac mvn; do

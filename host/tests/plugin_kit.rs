@@ -363,3 +363,98 @@ fn inspect_shows_a_first_party_plugin_and_refuses_what_the_sandbox_does_not_gran
         "{stdout}"
     );
 }
+
+/// Silver rows of a files → `plugin` → silver pipeline, as a table sorted by offset (the
+/// `sluice.plugin` stamp, which names the plugin, left out).
+fn silver_through(plugin: &str, input: &Path, lake: &Path) -> String {
+    let yaml = lake.with_extension("yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "name: twins\nsource:\n  files: {{paths: [\"{}/*.jsonl\"]}}\nbatch_rows: 700\nlake:\n  uri: file://{}\nstages:\n  - name: paid\n    plugin: {}/{plugin}\n    layer: silver\n",
+            input.display(),
+            lake.display(),
+            plugin_dir()
+        ),
+    )
+    .unwrap();
+    common::assert_success(&sluice(&["run", "--quiet", yaml.to_str().unwrap()], &[]));
+    let batches: Vec<_> = common::read_layer(lake, "silver")
+        .into_iter()
+        .map(|b| {
+            let schema = b
+                .schema()
+                .as_ref()
+                .clone()
+                .with_metadata(Default::default());
+            b.with_schema(std::sync::Arc::new(schema)).unwrap()
+        })
+        .collect();
+    let table = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let order =
+        arrow::compute::sort_to_indices(table.column_by_name("_offset").unwrap(), None, None)
+            .unwrap();
+    let sorted = arrow::compute::take_record_batch(&table, &order).unwrap();
+    arrow::util::pretty::pretty_format_batches(&[sorted])
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_javascript_plugin_runs_in_the_host_like_its_rust_twin() {
+    // plugins/paid-only-js (componentize-js + apache-arrow), built by scripts/test.sh (plugins/paid-only-js/build.sh).
+    let js = format!("{}/paid_only_js.wasm", plugin_dir());
+    let stdout = common::assert_success(&sluice(&["plugin", "inspect", &js], &[]));
+    for expected in [
+        "contract  sluice:plugin@0.1.0 (this host's)",
+        "name      paid-only-js",
+        "inputs    level",
+        "ok        the sandbox grants every import",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing `{expected}` in:\n{stdout}"
+        );
+    }
+
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("data");
+    common::assert_success(&sluice(
+        &["gen", "--events", "3000", "--to", input.to_str().unwrap()],
+        &[],
+    ));
+    // One topic is enough (and the JS engine is slow): listen events only.
+    for topic in ["page_view_events", "auth_events", "status_change_events"] {
+        std::fs::remove_file(input.join(format!("{topic}.jsonl"))).unwrap();
+    }
+    let from_js = silver_through("paid_only_js.wasm", &input, &work.path().join("js"));
+    let from_rust = silver_through("paid_only.wasm", &input, &work.path().join("rust"));
+    assert!(
+        from_rust.lines().count() > 100,
+        "paid rows were kept:\n{from_rust}"
+    );
+    assert_eq!(
+        from_js, from_rust,
+        "the JavaScript plugin wrote other silver rows"
+    );
+
+    // Its errors reach the host like a Rust plugin's: a thrown string fails the batch.
+    let config = work.path().join("bad.yaml");
+    std::fs::write(&config, "levle: paid\n").unwrap();
+    let output = sluice(
+        &[
+            "plugin",
+            "inspect",
+            &js,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(
+        stdout.contains("init      FAILED") && stdout.contains("unknown config key `levle`"),
+        "{stdout}"
+    );
+}
