@@ -30,6 +30,9 @@ pub enum PipelineError {
     Lake(#[from] LakeError),
     #[error(transparent)]
     Plugin(#[from] RuntimeError),
+    /// A stage's plugin cannot be loaded or initialised: which stage says where to look.
+    #[error("stage `{stage}`: {source}")]
+    Stage { stage: String, source: RuntimeError },
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error("cannot start the I/O runtime: {0}")]
@@ -210,7 +213,11 @@ fn run_attached(
         let mut status = live.status();
         status.stages.clear();
         for (stage, path) in config.stages.iter().zip(&loaded.plugin_paths) {
-            let module = PluginModule::load(path)?;
+            let in_stage = |source| PipelineError::Stage {
+                stage: stage.name.clone(),
+                source,
+            };
+            let module = PluginModule::load(path).map_err(in_stage)?;
             let config_json = serde_json::to_string(&stage.config).expect("JSON values serialise");
             // A first instance checks the stage config before any record is consumed.
             let probe = WasmStage::new(
@@ -219,7 +226,8 @@ fn run_attached(
                 stage.limits.clone(),
                 &config_json,
                 None,
-            )?;
+            )
+            .map_err(in_stage)?;
             let version = PluginVersion::of(&module, probe.info(), &path.display().to_string());
             metrics::PLUGIN_INFO
                 .with_label_values(&plugin_labels(&config.name, &stage.name, &version))

@@ -331,6 +331,26 @@ fn inspect_shows_a_first_party_plugin_and_refuses_what_the_sandbox_does_not_gran
         "{stdout}"
     );
 
+    // A pipeline that loads such a plugin fails before reading a record, naming the stage.
+    let yaml = work.path().join("pipeline.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "name: refused\nsource:\n  generator: {{events: 10}}\nlake:\n  uri: file://{}/lake\nstages:\n  - name: secrets\n    plugin: {}\n",
+            work.path().display(),
+            foreign.display()
+        ),
+    )
+    .unwrap();
+    let output = sluice(&["run", yaml.to_str().unwrap()], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("stage `secrets`: plugin ")
+            && stderr.contains("needs imports this sandbox does not grant"),
+        "{stderr}"
+    );
+
     // A core module and another contract version get their own clear refusals.
     let core = work.path().join("core.wasm");
     std::fs::write(&core, wat::parse_str("(module)").unwrap()).unwrap();
