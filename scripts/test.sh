@@ -21,6 +21,7 @@ for tool in java javac mvn; do
 done
 bash tests/services/kafka/kafka.sh install
 bash tests/services/clickhouse/clickhouse.sh install
+bash tests/services/postgres/postgres.sh install
 bash tests/services/hdfs/hdfs.sh install
 bash tests/services/prometheus/prometheus.sh install
 bash tests/services/chromium/chromium.sh install

@@ -9,6 +9,7 @@ use crate::sink::dead_letter;
 use crate::sink::lake::{
     CommitRecord, LakeError, LakeReader, LakeUri, LakeWriter, LaneCheckpoint, Partitioning,
 };
+use crate::sink::postgres::{PostgresError, PostgresSink};
 use crate::source::files::FileSource;
 use crate::source::generator::GeneratorSource;
 use crate::source::kafka::{DeadLetterTopic, KafkaSource};
@@ -41,6 +42,8 @@ pub enum PipelineError {
     Restore { stage: String, reason: String },
     #[error(transparent)]
     ClickHouse(#[from] ClickHouseError),
+    #[error(transparent)]
+    Postgres(#[from] PostgresError),
     #[error("the lake sink stopped")]
     Sink,
 }
@@ -192,20 +195,28 @@ fn run_attached(
         .retrying(&config.name, options.stop.clone());
     let last = io.block_on(lake.recover(&config.name, &config.instance))?;
     let reader = lake.reader();
-    let clickhouse = match &config.clickhouse {
-        Some(clickhouse) => {
-            let mut sink = ClickHouseSink::connect(clickhouse, &config.name, options.stop.clone())?;
-            // The last commit may have become durable in the lake without reaching ClickHouse.
-            if let Some(last) = &last {
-                let report = sink.load(last, &reader, &io)?;
-                if !report.rows.is_empty() {
-                    tracing::info!(epoch = last.epoch, rows = ?report.rows, "ClickHouse caught up with the lake");
-                }
-            }
-            Some(sink)
-        }
-        None => None,
+    let mut databases = Databases {
+        clickhouse: match &config.clickhouse {
+            Some(clickhouse) => Some(ClickHouseSink::connect(
+                clickhouse,
+                &config.name,
+                options.stop.clone(),
+            )?),
+            None => None,
+        },
+        postgres: match &config.postgres {
+            Some(postgres) => Some(PostgresSink::connect(
+                postgres,
+                &config.name,
+                options.stop.clone(),
+            )?),
+            None => None,
+        },
     };
+    // The last commit may have become durable in the lake without reaching the databases.
+    if let Some(last) = &last {
+        databases.load(last, &reader, &io, true)?;
+    }
 
     let mut modules = Vec::new();
     let mut versions = Vec::new();
@@ -304,7 +315,7 @@ fn run_attached(
         versions,
         previous: vec![Vec::new(); stages],
         live: live.clone(),
-        sink: SinkThread::spawn(lake, clickhouse, io),
+        sink: SinkThread::spawn(lake, databases, io),
         reader,
         reads: runtime()?,
         uncommitted_rows: 0,
@@ -1158,6 +1169,38 @@ enum SinkCommand {
     },
 }
 
+/// The databases a layer is loaded into after each lake commit.
+struct Databases {
+    clickhouse: Option<ClickHouseSink>,
+    postgres: Option<PostgresSink>,
+}
+
+impl Databases {
+    /// Loads what `record` committed into every database; `catching_up` (at start, for the
+    /// last commit) logs what had not arrived yet.
+    fn load(
+        &mut self,
+        record: &CommitRecord,
+        reader: &LakeReader,
+        io: &tokio::runtime::Runtime,
+        catching_up: bool,
+    ) -> Result<(), PipelineError> {
+        if let Some(clickhouse) = &mut self.clickhouse {
+            let report = clickhouse.load(record, reader, io)?;
+            if catching_up && !report.rows.is_empty() {
+                tracing::info!(epoch = record.epoch, rows = ?report.rows, "ClickHouse caught up with the lake");
+            }
+        }
+        if let Some(postgres) = &mut self.postgres {
+            let report = postgres.load(record, reader, io)?;
+            if catching_up && !report.rows.is_empty() {
+                tracing::info!(epoch = record.epoch, rows = ?report.rows, "PostgreSQL caught up with the lake");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Partitioning and Parquet encoding run on their own thread, so they overlap with decoding
 /// and plugins. The bounded channel is the back pressure: a slow lake slows the pipeline.
 struct SinkThread {
@@ -1167,11 +1210,7 @@ struct SinkThread {
 }
 
 impl SinkThread {
-    fn spawn(
-        mut lake: LakeWriter,
-        mut clickhouse: Option<ClickHouseSink>,
-        io: tokio::runtime::Runtime,
-    ) -> Self {
+    fn spawn(mut lake: LakeWriter, mut databases: Databases, io: tokio::runtime::Runtime) -> Self {
         let reader = lake.reader();
         let (commands, receiver) = std::sync::mpsc::sync_channel::<SinkCommand>(8);
         let buffered = Arc::new(AtomicU64::new(0));
@@ -1206,9 +1245,7 @@ impl SinkThread {
                                 .observe(started.elapsed().as_secs_f64());
                             published.store(0, Ordering::Relaxed);
                             // Positions become durable only once every sink has the rows.
-                            if let Some(clickhouse) = &mut clickhouse {
-                                clickhouse.load(&record, &reader, &io)?;
-                            }
+                            databases.load(&record, &reader, &io, false)?;
                             notify(&record);
                             tracing::debug!(
                                 epoch = record.epoch,

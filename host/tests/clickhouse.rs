@@ -6,14 +6,10 @@
 //! Each test starts a server of its own (its own name, port and data).
 mod common;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{
-    DataType, Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
-    TimeUnit, TimestampMillisecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
-};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, TimeUnit};
 use common::{
-    ClickHouseServer as Server, Host, PASSWORD, assert_success, parquet_files, read_parquet,
-    wait_for,
+    ClickHouseServer as Server, Host, PASSWORD, assert_success, lake_rows, layer_tables, wait_for,
 };
 use sluice::sink::clickhouse::ClickHouseSink;
 use std::collections::BTreeMap;
@@ -49,63 +45,6 @@ fn spawn_with_password(pipeline: &Path, log: &Path) -> Host {
     common::spawn_logged(pipeline, log, &[("CLICKHOUSE_PASSWORD", PASSWORD)])
 }
 
-/// Gold tables of a lake, by name.
-fn gold_tables(lake: &Path) -> BTreeMap<String, Vec<RecordBatch>> {
-    let mut tables = BTreeMap::new();
-    for entry in std::fs::read_dir(lake.join("gold")).unwrap() {
-        let dir = entry.unwrap().path();
-        let batches: Vec<RecordBatch> = parquet_files(&dir)
-            .iter()
-            .flat_map(|f| read_parquet(f))
-            .collect();
-        tables.insert(
-            dir.file_name().unwrap().to_string_lossy().into_owned(),
-            batches,
-        );
-    }
-    tables
-}
-
-/// One cell as text that both sides agree on: floats by their exact value, dates as
-/// `YYYY-MM-DD`, timestamps as epoch milliseconds (what an 18.x server stores), null as NULL.
-fn parquet_cell(array: &dyn Array, row: usize) -> String {
-    if array.is_null(row) {
-        return "NULL".into();
-    }
-    macro_rules! num {
-        ($t:ty) => {
-            array.as_primitive::<$t>().value(row).to_string()
-        };
-    }
-    match array.data_type() {
-        DataType::Int8 => num!(Int8Type),
-        DataType::Int16 => num!(Int16Type),
-        DataType::Int32 => num!(Int32Type),
-        DataType::Int64 => num!(Int64Type),
-        DataType::UInt8 => num!(UInt8Type),
-        DataType::UInt16 => num!(UInt16Type),
-        DataType::UInt32 => num!(UInt32Type),
-        DataType::UInt64 => num!(UInt64Type),
-        DataType::Float32 => format!(
-            "{:?}",
-            array.as_primitive::<Float32Type>().value(row) as f64
-        ),
-        DataType::Float64 => format!("{:?}", array.as_primitive::<Float64Type>().value(row)),
-        DataType::Boolean => (array.as_boolean().value(row) as u8).to_string(),
-        DataType::Utf8 => array.as_string::<i32>().value(row).to_string(),
-        DataType::Date32 => {
-            let days = array.as_primitive::<Date32Type>().value(row);
-            (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()
-                + chrono::Duration::days(days as i64))
-            .to_string()
-        }
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            num!(TimestampMillisecondType)
-        }
-        other => panic!("no test formatting for {other}"),
-    }
-}
-
 fn clickhouse_cell(value: &serde_json::Value, data_type: &DataType) -> String {
     match value {
         serde_json::Value::Null => "NULL".into(),
@@ -123,24 +62,6 @@ fn clickhouse_cell(value: &serde_json::Value, data_type: &DataType) -> String {
         serde_json::Value::Number(n) => n.to_string(),
         other => panic!("unexpected JSON cell {other}"),
     }
-}
-
-/// Rows of the lake table, sorted, as text.
-fn lake_rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    for batch in batches {
-        for row in 0..batch.num_rows() {
-            rows.push(
-                batch
-                    .columns()
-                    .iter()
-                    .map(|c| parquet_cell(c.as_ref(), row))
-                    .collect(),
-            );
-        }
-    }
-    rows.sort();
-    rows
 }
 
 /// Rows of the ClickHouse table (with FINAL), in the lake table's column order, sorted.
@@ -210,7 +131,7 @@ fn every_gold_table_in_clickhouse_equals_the_gold_parquet() {
     let p = pipeline(dir.path(), "equal", &server, "sluice_eq", 120_000);
     assert_success(&run(&p, &[]));
 
-    let gold = gold_tables(&dir.path().join("equal-lake"));
+    let gold = layer_tables(&dir.path().join("equal-lake"), "gold");
     let expected = [
         "daily_active_users",
         "listening_by_state",

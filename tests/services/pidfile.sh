@@ -36,13 +36,13 @@ wait_until_answers() {
       return 0
     fi
     if ! running; then
-      tail -40 "$@" >&2 || true
+      tail -n 40 "$@" >&2 || true
       echo "$label exited during start (log: $1)" >&2
       return 1
     fi
     sleep 0.5
   done
-  tail -40 "$@" >&2 || true
+  tail -n 40 "$@" >&2 || true
   echo "$label did not answer within $seconds s (log: $1)" >&2
   return 1
 }

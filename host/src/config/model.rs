@@ -35,6 +35,9 @@ pub struct PipelineConfig {
     /// Loads a layer's committed tables (gold, by default) into ClickHouse.
     #[serde(default)]
     pub clickhouse: Option<ClickHouseConfig>,
+    /// Loads a layer's committed tables (gold, by default) into PostgreSQL.
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
     /// Serves the admin API, `/metrics` and the status page while the pipeline runs.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
@@ -370,6 +373,33 @@ fn default_clickhouse_request_timeout_ms() -> u64 {
 
 fn default_clickhouse_max_backoff_ms() -> u64 {
     10_000
+}
+
+/// Where a layer's tables are loaded into PostgreSQL (see `sink::postgres`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgresql://USER@HOST:PORT/DATABASE` (or libpq's `key=value` form); the password
+    /// goes in `password`, never in the URL.
+    pub url: String,
+    #[serde(default)]
+    pub password: Secret,
+    /// The schema the tables and the load markers live in; created if missing.
+    #[serde(default = "default_clickhouse_database")]
+    pub schema: String,
+    /// The lake layer whose tables are loaded.
+    #[serde(default = "default_clickhouse_layer")]
+    pub layer: String,
+    /// Only these tables of the layer are loaded (default: all).
+    #[serde(default)]
+    pub include: Option<Vec<String>>,
+    /// At start, how long to wait for the server before giving up with an error. Once
+    /// running, an unreachable server is retried for as long as it takes.
+    #[serde(default = "default_clickhouse_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Retries back off exponentially from 100 ms up to this.
+    #[serde(default = "default_clickhouse_max_backoff_ms")]
+    pub max_backoff_ms: u64,
 }
 
 /// How Sluice creates one ClickHouse table (an existing table is used as it is, if its

@@ -331,6 +331,13 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
         }
     }
 
+    // The layers a database sink may load.
+    let layers: Vec<&str> = config
+        .stages
+        .iter()
+        .filter_map(|s| s.layer.as_deref())
+        .chain(config.bronze.as_ref().map(|_| "bronze"))
+        .collect();
     if let Some(clickhouse) = &config.clickhouse {
         if !(clickhouse.url.starts_with("http://")) {
             problems.push(at(
@@ -342,21 +349,12 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
                 ),
             ));
         }
-        let name_ok = |name: &str| {
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        };
-        if !name_ok(&clickhouse.database) {
+        if !sql_name_ok(&clickhouse.database) {
             problems.push(at(
                 "clickhouse.database",
                 format!("`{}` is not a valid database name", clickhouse.database),
             ));
         }
-        let layers: Vec<&str> = config
-            .stages
-            .iter()
-            .filter_map(|s| s.layer.as_deref())
-            .chain(config.bronze.as_ref().map(|_| "bronze"))
-            .collect();
         if !layers.contains(&clickhouse.layer.as_str()) {
             problems.push(at(
                 "clickhouse.layer",
@@ -368,7 +366,7 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
             ));
         }
         for table in clickhouse.tables.keys() {
-            if !name_ok(table) {
+            if !sql_name_ok(table) {
                 problems.push(at(
                     &format!("clickhouse.tables.{table}"),
                     format!("`{table}` is not a valid table name"),
@@ -383,6 +381,44 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
         }
     }
 
+    if let Some(postgres) = &config.postgres {
+        match postgres.url.parse::<postgres::Config>() {
+            Err(error) => problems.push(at(
+                "postgres.url",
+                format!(
+                    "`{}` is not a PostgreSQL connection URL: {error}",
+                    postgres.url
+                ),
+            )),
+            Ok(url) if url.get_password().is_some() => problems.push(at(
+                "postgres.url",
+                "carries a password: put it in `postgres.password` (say `${PGPASSWORD}`) so it \
+                 never appears in logs"
+                    .into(),
+            )),
+            Ok(_) => {}
+        }
+        if !sql_name_ok(&postgres.schema) {
+            problems.push(at(
+                "postgres.schema",
+                format!("`{}` is not a valid schema name", postgres.schema),
+            ));
+        }
+        if !layers.contains(&postgres.layer.as_str()) {
+            problems.push(at(
+                "postgres.layer",
+                format!(
+                    "no stage writes layer `{}` (layers written: {})",
+                    postgres.layer,
+                    layers.join(", ")
+                ),
+            ));
+        }
+        if postgres.max_backoff_ms == 0 {
+            problems.push(at("postgres.max_backoff_ms", "must be at least 1".into()));
+        }
+    }
+
     if !problems.is_empty() {
         problems.sort_by_key(|p| p.line);
         return Err(ConfigErrors(problems));
@@ -393,4 +429,9 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
         schemas,
         plugin_paths,
     })
+}
+
+/// A database, schema or table name Sluice writes without quoting trouble.
+fn sql_name_ok(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -26,7 +26,9 @@
 //! | Date32 | Date (1970-01-01 … 2149-06-06) | Date32 |
 //! | Timestamp(unit, tz) | DateTime64(3/6/9, 'UTC') on servers ≥ 20.1; Int64 (the raw value, in the Arrow unit) before | DateTime (seconds), DateTime64(p), Int64 |
 //! | nullable field | Nullable(T) | |
+pub use super::LoadReport;
 use super::lake::{CommitRecord, LakeError, LakeReader};
+use super::{Retry, SinkFailure};
 use crate::config::ClickHouseConfig;
 use crate::metrics;
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -38,7 +40,7 @@ use arrow::datatypes::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 /// The table of load markers, in the configured database.
@@ -80,7 +82,7 @@ pub enum ClickHouseError {
     Stopped { epoch: u64, last: String },
 }
 
-impl ClickHouseError {
+impl SinkFailure for ClickHouseError {
     /// Whether waiting may fix it: the server is down, overloaded or out of memory, not
     /// refusing the request itself.
     fn retryable(&self) -> bool {
@@ -727,16 +729,7 @@ pub struct ClickHouseSink {
     version: ServerVersion,
     pipeline: String,
     tables: BTreeMap<String, KnownTable>,
-    stop: Option<Arc<AtomicBool>>,
-}
-
-/// What one `load` inserted.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct LoadReport {
-    /// Rows inserted per table.
-    pub rows: BTreeMap<String, u64>,
-    /// Tables skipped because their marker said they had arrived.
-    pub already_loaded: Vec<String>,
+    retry: Retry,
 }
 
 impl ClickHouseSink {
@@ -774,7 +767,13 @@ impl ClickHouseSink {
             version,
             pipeline: pipeline.to_string(),
             tables: BTreeMap::new(),
-            stop,
+            retry: Retry {
+                sink: "clickhouse",
+                title: "ClickHouse",
+                pipeline: pipeline.to_string(),
+                max_backoff: Duration::from_millis(config.max_backoff_ms),
+                stop,
+            },
         };
         sink.client.query(&format!(
             "CREATE DATABASE IF NOT EXISTS {}",
@@ -806,26 +805,7 @@ impl ClickHouseSink {
         lake: &LakeReader,
         io: &tokio::runtime::Runtime,
     ) -> Result<LoadReport, ClickHouseError> {
-        let mut files: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-        for file in &record.files {
-            if file.layer != self.config.layer || file.rows == 0 {
-                continue;
-            }
-            let table = file
-                .path
-                .strip_prefix(&format!("{}/", self.config.layer))
-                .and_then(|rest| rest.split('/').next())
-                .unwrap_or_default();
-            if self
-                .config
-                .include
-                .as_ref()
-                .is_some_and(|include| !include.iter().any(|t| t == table))
-            {
-                continue;
-            }
-            files.entry(table.to_string()).or_default().push(&file.path);
-        }
+        let files = super::layer_tables(record, &self.config.layer, self.config.include.as_deref());
         let mut report = LoadReport::default();
         if files.is_empty() {
             return Ok(report);
@@ -968,59 +948,21 @@ impl ClickHouseSink {
         Ok(text.lines().map(str::to_string).collect())
     }
 
-    /// Runs `op` until it succeeds or fails for a reason waiting cannot fix; between
-    /// attempts, backs off exponentially and gives up only when the pipeline is stopping.
+    /// Runs `op` until it succeeds or fails for a reason waiting cannot fix.
     fn retry<T>(
         &mut self,
         epoch: u64,
         what: &str,
-        mut op: impl FnMut(&mut Self) -> Result<T, ClickHouseError>,
+        op: impl FnMut(&mut Self) -> Result<T, ClickHouseError>,
     ) -> Result<T, ClickHouseError> {
-        let mut backoff = super::Backoff::new(Duration::from_millis(self.config.max_backoff_ms));
-        let mut attempt = 1u32;
-        loop {
-            let error = match op(self) {
-                Ok(value) => {
-                    if attempt > 1 {
-                        tracing::info!(epoch, attempts = attempt, "ClickHouse {what}: succeeded");
-                    }
-                    return Ok(value);
-                }
-                Err(error) => error,
-            };
-            metrics::SINK_ERRORS
-                .with_label_values(&[self.pipeline.as_str(), "clickhouse", error.kind()])
-                .inc();
-            if !error.retryable() {
-                return Err(error);
-            }
-            if self
-                .stop
-                .as_ref()
-                .is_some_and(|s| s.load(Ordering::Relaxed))
-            {
-                return Err(ClickHouseError::Stopped {
-                    epoch,
-                    last: error.to_string(),
-                });
-            }
-            let wait = backoff.next_wait();
-            tracing::warn!(epoch, attempt, %error, "ClickHouse {what} failed; retrying in {wait:?}");
-            metrics::SINK_RETRIES
-                .with_label_values(&[self.pipeline.as_str(), "clickhouse"])
-                .inc();
-            // Sleep in slices so a stop request is noticed promptly.
-            let until = Instant::now() + wait;
-            while Instant::now() < until
-                && !self
-                    .stop
-                    .as_ref()
-                    .is_some_and(|s| s.load(Ordering::Relaxed))
-            {
-                std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
-            }
-            attempt += 1;
-        }
+        let retry = self.retry.clone();
+        retry.run(
+            self,
+            epoch,
+            what,
+            |last| ClickHouseError::Stopped { epoch, last },
+            op,
+        )
     }
 }
 

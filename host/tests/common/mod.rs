@@ -1,8 +1,12 @@
 //! Shared helpers for the host's end-to-end tests: run the real binary, read the lake back.
 #![allow(dead_code)]
-use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::Int64Type;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{
+    DataType, Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    TimeUnit, TimestampMillisecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -381,4 +385,79 @@ pub fn wait_ready(base: &str, host: &mut Host) {
             .call()
             .is_ok_and(|r| r.status() == 200)
     });
+}
+
+/// The tables of a lake layer, by name.
+pub fn layer_tables(lake: &Path, layer: &str) -> BTreeMap<String, Vec<RecordBatch>> {
+    let mut tables = BTreeMap::new();
+    for entry in std::fs::read_dir(lake.join(layer)).unwrap() {
+        let dir = entry.unwrap().path();
+        let batches: Vec<RecordBatch> = parquet_files(&dir)
+            .iter()
+            .flat_map(|f| read_parquet(f))
+            .collect();
+        tables.insert(
+            dir.file_name().unwrap().to_string_lossy().into_owned(),
+            batches,
+        );
+    }
+    tables
+}
+
+/// One cell as text that both sides agree on: floats by their exact value, dates as
+/// `YYYY-MM-DD`, timestamps as epoch milliseconds (what an 18.x server stores), null as NULL.
+pub fn parquet_cell(array: &dyn Array, row: usize) -> String {
+    if array.is_null(row) {
+        return "NULL".into();
+    }
+    macro_rules! num {
+        ($t:ty) => {
+            array.as_primitive::<$t>().value(row).to_string()
+        };
+    }
+    match array.data_type() {
+        DataType::Int8 => num!(Int8Type),
+        DataType::Int16 => num!(Int16Type),
+        DataType::Int32 => num!(Int32Type),
+        DataType::Int64 => num!(Int64Type),
+        DataType::UInt8 => num!(UInt8Type),
+        DataType::UInt16 => num!(UInt16Type),
+        DataType::UInt32 => num!(UInt32Type),
+        DataType::UInt64 => num!(UInt64Type),
+        DataType::Float32 => format!(
+            "{:?}",
+            array.as_primitive::<Float32Type>().value(row) as f64
+        ),
+        DataType::Float64 => format!("{:?}", array.as_primitive::<Float64Type>().value(row)),
+        DataType::Boolean => (array.as_boolean().value(row) as u8).to_string(),
+        DataType::Utf8 => array.as_string::<i32>().value(row).to_string(),
+        DataType::Date32 => {
+            let days = array.as_primitive::<Date32Type>().value(row);
+            (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()
+                + chrono::Duration::days(days as i64))
+            .to_string()
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            num!(TimestampMillisecondType)
+        }
+        other => panic!("no test formatting for {other}"),
+    }
+}
+
+/// Rows of the lake table, sorted, as text.
+pub fn lake_rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            rows.push(
+                batch
+                    .columns()
+                    .iter()
+                    .map(|c| parquet_cell(c.as_ref(), row))
+                    .collect(),
+            );
+        }
+    }
+    rows.sort();
+    rows
 }

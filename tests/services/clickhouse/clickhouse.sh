@@ -122,7 +122,7 @@ start() {
   fi
   write_config
   : >"$log"
-  setsid clickhouse-server --config-file="$home/config.xml" >>"$home/stdout.log" 2>&1 </dev/null &
+  setsid clickhouse-server --config-file="$home/config.xml" >>"$home/stdout.log" 2>&1 </dev/null 8>&- &
   echo $! >"$pidfile"
   wait_until_answers 60 "clickhouse $name on 127.0.0.1:$port" "$log" "$home/stdout.log" "$home/server.err.log"
 }
