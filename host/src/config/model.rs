@@ -51,9 +51,17 @@ pub struct AdminConfig {
     #[serde(default = "default_admin_listen")]
     pub listen: String,
     /// Required as `Authorization: Bearer <token>` on every endpoint but `/health` and
-    /// `/ready` (use `${ENV_VAR}`).
-    #[serde(default)]
+    /// `/ready` (use `${ENV_VAR}`). Empty means none, so `${SLUICE_ADMIN_TOKEN:-}` works
+    /// for a deployment that sets it and a laptop that does not.
+    #[serde(default, deserialize_with = "empty_as_none")]
     pub token: Option<String>,
+}
+
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let value: Option<String> = Option::deserialize(deserializer)?;
+    Ok(value.filter(|v| !v.is_empty()))
 }
 
 pub fn default_admin_listen() -> String {

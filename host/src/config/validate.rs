@@ -326,9 +326,6 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
             }
             Ok(_) => {}
         }
-        if admin.token.as_deref() == Some("") {
-            problems.push(at("admin.token", "is empty".into()));
-        }
     }
 
     // The layers a database sink may load.
