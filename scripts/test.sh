@@ -25,6 +25,13 @@ bash tests/services/postgres/postgres.sh install
 bash tests/services/hdfs/hdfs.sh install
 bash tests/services/prometheus/prometheus.sh install
 bash tests/services/chromium/chromium.sh install
+# `docker-compose config` validates docker-compose.yml (host/tests/deploy.rs); no engine runs.
+if ! command -v docker-compose >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+fi
 
 echo "== a virtualenv for the independent readers (pyarrow, DuckDB)"
 venv="$SLUICE_CACHE/venv"
