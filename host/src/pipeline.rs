@@ -485,7 +485,7 @@ struct DecodedBatch {
 /// cores the pipeline thread was the bottleneck and decoding a fifth of its time. Events other
 /// than batches (a rebalance) pass through in order.
 fn spawn_decoder(
-    decoder: JsonDecoder,
+    mut decoder: JsonDecoder,
     input: std::sync::mpsc::Receiver<Result<SourceEvent, SourceError>>,
 ) -> std::sync::mpsc::Receiver<Result<SourceEvent<DecodedBatch>, SourceError>> {
     let (output, receiver) = std::sync::mpsc::sync_channel(4);

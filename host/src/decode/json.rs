@@ -1,5 +1,8 @@
-//! JSON lines → Arrow with the declared schema. The whole batch is decoded in one pass; only
-//! when that fails is it decoded line by line to separate the bad records.
+//! JSON lines → Arrow with the declared schema. Flat schemas (all the YAML can declare) go
+//! through `flat_json`, one pass that refuses bad records one by one. Others (nested types, as
+//! `plugin test` may infer) go through arrow-json: the whole batch in one pass, and only when
+//! that fails line by line to separate the bad records.
+use super::flat_json::FlatJsonDecoder;
 use super::schema::Schemas;
 use super::{DeadLetter, OFFSET_COLUMN, ORIGIN_COLUMN};
 use crate::source::RawBatch;
@@ -24,6 +27,8 @@ pub struct JsonDecoder {
     schemas: Schemas,
     /// Declared schema plus metadata columns, per topic.
     output: HashMap<String, SchemaRef>,
+    /// The specialised decoder of each topic whose schema is flat.
+    flat: HashMap<String, FlatJsonDecoder>,
 }
 
 impl JsonDecoder {
@@ -38,10 +43,29 @@ impl JsonDecoder {
                 (topic.to_string(), Arc::new(Schema::new(fields)))
             })
             .collect();
-        JsonDecoder { schemas, output }
+        let flat = schemas
+            .topics()
+            .filter_map(|topic| {
+                let schema = schemas.get(topic).expect("listed topic").clone();
+                Some((topic.to_string(), FlatJsonDecoder::new(schema)?))
+            })
+            .collect();
+        JsonDecoder {
+            schemas,
+            output,
+            flat,
+        }
     }
 
-    pub fn decode(&self, raw: &RawBatch) -> Decoded {
+    /// A decoder that uses arrow-json for every topic (the reference the benchmark and tests
+    /// compare the specialised decoder with).
+    pub fn arrow_json_only(schemas: Schemas) -> Self {
+        let mut decoder = Self::new(schemas);
+        decoder.flat.clear();
+        decoder
+    }
+
+    pub fn decode(&mut self, raw: &RawBatch) -> Decoded {
         let dead_letter = |i: usize, reason: String| DeadLetter {
             topic: raw.topic.clone(),
             stage: "decode".into(),
@@ -66,6 +90,26 @@ impl JsonDecoder {
                 batch: None,
                 dead: vec![],
             };
+        }
+        if let Some(flat) = self.flat.get_mut(&raw.topic) {
+            let (columns, decoded, failed) = flat.decode((0..raw.len()).map(|i| raw.record(i)));
+            let dead = failed
+                .into_iter()
+                .map(|(i, error)| {
+                    let mut letter = dead_letter(i, error.to_string());
+                    if std::str::from_utf8(raw.record(i)).is_err() {
+                        letter.bytes = Some(raw.record(i).to_vec());
+                    }
+                    letter
+                })
+                .collect();
+            let batch = (!decoded.is_empty()).then(|| {
+                let offsets = decoded.iter().map(|&i| raw.offsets[i]).collect();
+                let batch = RecordBatch::try_new(schema.clone(), columns)
+                    .expect("the flat decoder builds the declared columns");
+                self.with_metadata(&raw.topic, batch, &raw.origin, offsets)
+            });
+            return Decoded { batch, dead };
         }
         if let Ok(batch) = decode_lines(schema, &raw.data, raw.len())
             && batch.num_rows() == raw.len()

@@ -2,6 +2,7 @@
 //! A record that does not decode becomes a dead letter (raw bytes, reason, origin); it is
 //! never dropped.
 pub mod avro;
+pub mod flat_json;
 pub mod json;
 pub mod schema;
 

@@ -91,7 +91,7 @@ pub fn run_trial(options: &TrialOptions) -> Result<Trial, KitError> {
         None,
     )?;
     let plugin = format!("{}@{}", stage.info().name, stage.info().version);
-    let decoder = JsonDecoder::new(Schemas::one(&topic, schema.clone()));
+    let mut decoder = JsonDecoder::new(Schemas::one(&topic, schema.clone()));
     let pattern = glob::Pattern::escape(&input.display().to_string());
     let mut source = FileSource::new(&[pattern], Some(topic.clone()), options.batch_rows, None)
         .map_err(|e| KitError::Input {
