@@ -5,6 +5,7 @@ pub mod admin;
 pub mod config;
 pub mod decode;
 pub mod failpoint;
+pub mod jobs;
 pub mod live;
 pub mod metrics;
 pub mod pipeline;

@@ -36,6 +36,33 @@ enum Command {
     },
     /// Checks a pipeline file without running it; lists every problem with file:line: key.
     Validate { pipeline: PathBuf },
+    /// Rebuilds the layers a pipeline's stages write (silver, gold) from its bronze layer, as
+    /// a batch job; the pipeline must not be running. A stream resumed afterwards goes on from
+    /// the rebuilt plugin state.
+    Backfill {
+        pipeline: PathBuf,
+        /// The layer to replay.
+        #[arg(long, default_value = "bronze")]
+        from: String,
+        /// Never print the progress line, even on a terminal.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Merges the small files of the layers a pipeline's stages write (or `--layer`s), one
+    /// partition folder at a time; safe while the pipeline runs.
+    Compact {
+        pipeline: PathBuf,
+        /// A layer to compact (repeatable; default: those the stages write, and their dead
+        /// letters).
+        #[arg(long = "layer")]
+        layers: Vec<String>,
+        /// A folder is merged once it has this many small files.
+        #[arg(long, default_value_t = 4)]
+        min_files: usize,
+        /// Merged files stop growing at about this size.
+        #[arg(long, default_value_t = 128)]
+        target_file_mb: u64,
+    },
     /// Generates EventSim events: JSON lines files (one per topic) in a folder, or messages to
     /// a Kafka broker's four topics, keyed by user id.
     Gen {
@@ -207,6 +234,48 @@ fn try_main() -> Result<()> {
             {
                 print!("{headline}");
             }
+            Ok(())
+        }
+        Command::Backfill {
+            pipeline,
+            from,
+            quiet,
+        } => {
+            let loaded = config::load(&pipeline).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let options = sluice::jobs::backfill::BackfillOptions {
+                from,
+                progress: !quiet && std::io::stderr().is_terminal(),
+                stop: Some(stop_on_signal()?),
+            };
+            let report = sluice::jobs::backfill::backfill(&loaded, &options)
+                .with_context(|| format!("backfill of {} failed", pipeline.display()))?;
+            print!("{}", sluice::report::backfill_table(&report));
+            Ok(())
+        }
+        Command::Compact {
+            pipeline,
+            layers,
+            min_files,
+            target_file_mb,
+        } => {
+            let loaded = config::load(&pipeline).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let options = sluice::jobs::compact::CompactOptions {
+                layers,
+                min_files,
+                target_file_mb,
+            };
+            let report = sluice::jobs::compact::compact(&loaded, &options)
+                .with_context(|| format!("compaction of {} failed", pipeline.display()))?;
+            println!(
+                "compacted {} of pipeline {}: {} files in {} folders merged into {} ({} rows) in {:.2?}",
+                report.layers.join(", "),
+                loaded.config.name,
+                report.files_before,
+                report.folders,
+                report.files_after,
+                report.rows,
+                report.elapsed
+            );
             Ok(())
         }
         Command::Gen {

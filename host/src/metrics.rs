@@ -211,6 +211,45 @@ pub static SINK_WRITE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
 });
 
+/// Batch jobs (`schedule:`) run, by outcome: `ok`, `failed`, `refused`.
+pub static JOB_RUNS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "sluice_job_runs_total",
+        "Scheduled batch jobs run, by outcome (ok, failed, refused).",
+        &["pipeline", "job", "kind", "outcome"],
+    )
+});
+
+/// How long scheduled jobs take (the stream waits meanwhile).
+pub static JOB_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    let buckets = prometheus::exponential_buckets(0.01, 2.0, 17).expect("valid buckets");
+    register(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_job_seconds",
+                "Seconds a scheduled batch job took; the stream waits meanwhile.",
+            )
+            .buckets(buckets),
+            &["pipeline", "job", "kind"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// When each scheduled job last succeeded (Unix seconds).
+pub static JOB_LAST_SUCCESS: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register(
+        GaugeVec::new(
+            Opts::new(
+                "sluice_job_last_success_timestamp_seconds",
+                "When a scheduled batch job last succeeded (Unix time).",
+            ),
+            &["pipeline", "job"],
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// 1, labelled with the host's version and its plugin contract.
 pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge(
@@ -221,7 +260,7 @@ pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 
 /// Every metric the host exports.
-fn all() -> [&'static dyn Collector; 20] {
+fn all() -> [&'static dyn Collector; 23] {
     [
         &*SOURCE_RECORDS,
         &*SOURCE_BYTES,
@@ -242,6 +281,9 @@ fn all() -> [&'static dyn Collector; 20] {
         &*SINK_ERRORS,
         &*SINK_RETRIES,
         &*SINK_WRITE_SECONDS,
+        &*JOB_RUNS,
+        &*JOB_SECONDS,
+        &*JOB_LAST_SUCCESS,
         &*BUILD_INFO,
     ]
 }

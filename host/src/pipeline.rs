@@ -46,6 +46,8 @@ pub enum PipelineError {
     Postgres(#[from] PostgresError),
     #[error("the lake sink stopped")]
     Sink,
+    #[error("{0}")]
+    Job(String),
 }
 
 #[derive(Clone, Default)]
@@ -131,6 +133,10 @@ struct Run<'a> {
     committed: u64,
     /// Where durable lane positions are reported (to commit Kafka offsets).
     durable: Option<std::sync::mpsc::Sender<BTreeMap<u32, serde_json::Value>>>,
+    /// The source ended and every window was closed (recorded in the last commit).
+    input_ended: bool,
+    /// Set to stop the run; a scheduled job gives up with it too.
+    stop: Option<Arc<AtomicBool>>,
 }
 
 /// Runs a pipeline until its source is exhausted (or, for a stream, stopped).
@@ -150,7 +156,7 @@ pub fn run(loaded: &LoadedPipeline, options: &RunOptions) -> Result<RunSummary, 
         ))
     });
     let controls = live.attach();
-    let result = run_attached(loaded, options, live.clone(), controls);
+    let result = run_attached(loaded, options, live.clone(), controls, None);
     match &result {
         Ok(_) => live.detach(RunState::Finished, None),
         Err(error) => live.detach(RunState::Failed, Some(error.to_string())),
@@ -175,11 +181,33 @@ pub fn describe_source(loaded: &LoadedPipeline) -> String {
     }
 }
 
+/// Runs a pipeline on a source of the caller's instead of the configured one (the bronze
+/// replay of a backfill).
+pub fn run_with_source(
+    loaded: &LoadedPipeline,
+    options: &RunOptions,
+    source: Box<dyn Source>,
+) -> Result<RunSummary, PipelineError> {
+    let config = &loaded.config;
+    let live = options
+        .live
+        .clone()
+        .unwrap_or_else(|| Arc::new(Live::new(&config.name, &config.instance, "bronze replay")));
+    let controls = live.attach();
+    let result = run_attached(loaded, options, live.clone(), controls, Some(source));
+    match &result {
+        Ok(_) => live.detach(RunState::Finished, None),
+        Err(error) => live.detach(RunState::Failed, Some(error.to_string())),
+    }
+    result
+}
+
 fn run_attached(
     loaded: &LoadedPipeline,
     options: &RunOptions,
     live: Arc<Live>,
     controls: std::sync::mpsc::Receiver<Control>,
+    given: Option<Box<dyn Source>>,
 ) -> Result<RunSummary, PipelineError> {
     metrics::init();
     let config = &loaded.config;
@@ -193,6 +221,8 @@ fn run_attached(
     let io = runtime()?;
     let lake = LakeWriter::new(&LakeUri::parse(&config.lake.uri)?, config.lake.zstd_level)?
         .retrying(&config.name, options.stop.clone());
+    // An interrupted backfill may still have to write this instance's next commit record.
+    io.block_on(crate::jobs::finish_pending(lake.storage(), &config.name))?;
     let last = io.block_on(lake.recover(&config.name, &config.instance))?;
     let reader = lake.reader();
     let mut databases = Databases {
@@ -276,26 +306,30 @@ fn run_attached(
     let (events, raw_events) = std::sync::mpsc::sync_channel(4);
     let own_lanes = last.as_ref().map(|l| l.lanes.clone()).unwrap_or_default();
     let resume = own_lanes.get(&0).map(|l| &l.position);
-    let source: Box<dyn Source> = match config.source.kind().expect("validated: exactly one source")
-    {
-        SourceKind::Generator(generator) => {
-            Box::new(GeneratorSource::new(generator, config.batch_rows, resume)?)
-        }
-        SourceKind::Files(files) => Box::new(FileSource::new(
-            &files.paths,
-            files.topic.clone(),
-            config.batch_rows,
-            resume,
-        )?),
-        SourceKind::Kafka(kafka) => Box::new(KafkaSource::new(
-            kafka,
-            &config.name,
-            config.batch_rows,
-            events.clone(),
-            options.stop.clone(),
-        )?),
+    let source: Box<dyn Source> = match given {
+        Some(source) => source,
+        None => match config.source.kind().expect("validated: exactly one source") {
+            SourceKind::Generator(generator) => {
+                Box::new(GeneratorSource::new(generator, config.batch_rows, resume)?)
+            }
+            SourceKind::Files(files) => Box::new(FileSource::new(
+                &files.paths,
+                files.topic.clone(),
+                config.batch_rows,
+                resume,
+            )?),
+            SourceKind::Kafka(kafka) => Box::new(KafkaSource::new(
+                kafka,
+                &config.name,
+                config.batch_rows,
+                events.clone(),
+                options.stop.clone(),
+            )?),
+        },
     };
     let bounded = source.is_bounded();
+    let closes_windows = source.closes_windows_at_end();
+    let bounded_lanes = source.lanes();
     let durable = source.durable_positions();
     let dead_letter_topic = match config.source.kind() {
         Some(SourceKind::Kafka(kafka)) => match &kafka.dead_letter_topic {
@@ -339,13 +373,19 @@ fn run_attached(
         consumed: resumed_at,
         committed: resumed_at,
         durable,
+        input_ended: false,
+        stop: options.stop.clone(),
     };
     if bounded {
-        // A finite source has one lane, resumed from this instance's own last commit.
-        let checkpoint = run.released.remove(&0);
-        run.open_lane(0, checkpoint.as_ref())?;
+        // A finite source's lanes are known up front, each resumed from this instance's own
+        // last commit.
+        for lane in bounded_lanes {
+            let checkpoint = run.released.remove(&lane);
+            run.open_lane(lane, checkpoint.as_ref())?;
+        }
     }
 
+    let mut schedule = crate::jobs::schedule::Schedule::new(&config.schedule, chrono::Utc::now());
     let interval = Duration::from_millis(config.lake.commit_interval_ms.max(1));
     let mut last_commit = Instant::now();
     let mut last_progress = Instant::now();
@@ -413,6 +453,11 @@ fn run_attached(
             run.commit(None)?;
             last_commit = Instant::now();
         }
+        if at_cut && let Some(job) = schedule.due(chrono::Utc::now()) {
+            run.run_job(&job)?;
+            schedule.ran(&job.name, chrono::Utc::now());
+            last_commit = Instant::now();
+        }
         if options.progress && last_progress.elapsed() >= Duration::from_millis(500) {
             last_progress = Instant::now();
             run.print_progress(started);
@@ -423,12 +468,18 @@ fn run_attached(
         .as_ref()
         .is_some_and(|s| s.load(Ordering::Relaxed));
     live.status().state = RunState::Stopping;
-    if bounded && !stopped {
+    if bounded && closes_windows && !stopped {
         // End of a finite source: the watermark goes to +∞ so stateful stages emit what is
         // open. A stream only stopped: its open state is checkpointed instead.
         run.end_of_input()?;
+        run.input_ended = true;
     }
-    if run.consumed > run.committed || run.uncommitted_rows > 0 || !run.dead.is_empty() {
+    let newly_ended = run.input_ended && !last.as_ref().is_some_and(|l| l.input_ended);
+    if run.consumed > run.committed
+        || run.uncommitted_rows > 0
+        || !run.dead.is_empty()
+        || newly_ended
+    {
         run.commit(None)?;
     }
     run.sink.finish()?;
@@ -494,8 +545,14 @@ fn spawn_decoder(
         .spawn(move || {
             for event in input {
                 let event = event.map(|event| match event {
-                    SourceEvent::Batch(raw) => {
-                        let decoded = decoder.decode(&raw);
+                    SourceEvent::Batch(mut raw) => {
+                        let decoded = match raw.decoded.take() {
+                            Some(batch) => Decoded {
+                                batch: Some(batch),
+                                dead: vec![],
+                            },
+                            None => decoder.decode(&raw),
+                        };
                         SourceEvent::Batch(DecodedBatch { raw, decoded })
                     }
                     SourceEvent::Assigned { lanes, reply } => {
@@ -589,7 +646,7 @@ impl Run<'_> {
             lane.position = raw.position.clone();
         }
         self.add_dead(decoded.dead);
-        let Some(batch) = decoded.batch else {
+        let Some(batch) = decoded.batch.filter(|b| b.num_rows() > 0) else {
             return Ok(());
         };
         if let Some(partitioning) = self.bronze.clone() {
@@ -1068,6 +1125,7 @@ impl Run<'_> {
                 .map(|s| s.name.clone())
                 .zip(self.versions.iter().cloned())
                 .collect(),
+            input_ended: self.input_ended,
         };
         let durable = self.durable.clone();
         let owned: Vec<u32> = self.lanes.keys().copied().collect();
@@ -1108,9 +1166,132 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Runs a scheduled job between two batches: everything consumed is committed first, and
+    /// the source waits (back pressure) until the job is done. A backfill hands every lane the
+    /// state it rebuilt; a compaction changes no state. A failed compaction is logged and
+    /// counted, and the stream goes on; a failed backfill stops the run (its half-applied
+    /// change is finished by the next start, before anything else is written).
+    fn run_job(&mut self, job: &crate::config::ScheduledJob) -> Result<(), PipelineError> {
+        use crate::config::JobKind;
+        let pipeline = self.loaded.config.name.clone();
+        let kind = job.job.name();
+        let started = Instant::now();
+        tracing::info!(pipeline = %pipeline, job = %job.name, kind, "scheduled job starts");
+        self.commit_and_wait()?;
+        let outcome = match job.job {
+            JobKind::Compact => {
+                let options = crate::jobs::compact::CompactOptions {
+                    layers: job.layers.clone(),
+                    min_files: job.min_files,
+                    target_file_mb: job.target_file_mb,
+                };
+                match crate::jobs::compact::compact(self.loaded, &options) {
+                    Ok(report) => {
+                        tracing::info!(job = %job.name, folders = report.folders, before = report.files_before, after = report.files_after, "compaction done");
+                        "ok"
+                    }
+                    Err(error) => {
+                        tracing::warn!(job = %job.name, %error, "compaction failed; the stream goes on");
+                        self.live
+                            .status()
+                            .error(format!("job `{}`: {error}", job.name));
+                        "failed"
+                    }
+                }
+            }
+            JobKind::Backfill => self.scheduled_backfill(&job.name)?,
+        };
+        metrics::JOB_RUNS
+            .with_label_values(&[pipeline.as_str(), &job.name, kind, outcome])
+            .inc();
+        metrics::JOB_SECONDS
+            .with_label_values(&[pipeline.as_str(), &job.name, kind])
+            .observe(started.elapsed().as_secs_f64());
+        if outcome == "ok" {
+            metrics::JOB_LAST_SUCCESS
+                .with_label_values(&[pipeline.as_str(), &job.name])
+                .set(crate::live::unix_ms(std::time::SystemTime::now()) as f64 / 1000.0);
+        }
+        Ok(())
+    }
+
+    /// A backfill inside the running pipeline; its lanes then resume from the rebuilt state.
+    fn scheduled_backfill(&mut self, job: &str) -> Result<&'static str, PipelineError> {
+        let config = &self.loaded.config;
+        let others: Vec<String> = self
+            .reads
+            .block_on(self.reader.latest_records(&config.name))?
+            .into_iter()
+            .map(|r| r.instance)
+            .filter(|i| *i != config.instance)
+            .collect();
+        if !others.is_empty() {
+            // They would go on writing while the layers are rebuilt under them.
+            let reason = format!(
+                "job `{job}`: not run — instances {} also run this pipeline; backfill with all of them stopped",
+                others.join(", ")
+            );
+            tracing::warn!("{reason}");
+            self.live.status().error(reason);
+            return Ok("refused");
+        }
+        let options = crate::jobs::backfill::BackfillOptions {
+            from: "bronze".into(),
+            progress: false,
+            stop: self.stop.clone(),
+        };
+        let report = crate::jobs::backfill::backfill(self.loaded, &options)
+            .map_err(|e| PipelineError::Job(format!("job `{job}`: {e}")))?;
+        tracing::info!(
+            job,
+            generation = report.generation,
+            records = report.summary.records,
+            "backfill done"
+        );
+        let record = self
+            .reads
+            .block_on(self.reader.latest_records(&config.name))?
+            .into_iter()
+            .find(|r| r.instance == config.instance)
+            .ok_or(PipelineError::Sink)?;
+        // What this run added to the totals so far is in the rebuilt ones already.
+        let run = self.run_totals();
+        self.base_totals = record
+            .totals
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.saturating_sub(run.get(k).copied().unwrap_or(0)),
+                )
+            })
+            .collect();
+        self.epoch = record.epoch;
+        let lanes: Vec<u32> = self.lanes.keys().copied().collect();
+        for lane in lanes {
+            self.lanes.remove(&lane);
+            self.open_lane(lane, record.lanes.get(&lane))?;
+        }
+        self.released = record
+            .lanes
+            .into_iter()
+            .filter(|(lane, _)| !self.lanes.contains_key(lane))
+            .collect();
+        Ok("ok")
+    }
+
     /// Running totals since the pipeline first ran: the last commit's plus this run's.
     fn totals(&self) -> BTreeMap<String, u64> {
         let mut totals = self.base_totals.clone();
+        for (key, value) in self.run_totals() {
+            *totals.entry(key).or_default() += value;
+        }
+        totals
+    }
+
+    /// What this run counted: rows per layer, dead letters per reason, records.
+    fn run_totals(&self) -> BTreeMap<String, u64> {
+        let mut totals = BTreeMap::new();
         let run = self
             .summary
             .layers

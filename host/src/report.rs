@@ -24,6 +24,37 @@ pub fn summary_table(summary: &RunSummary) -> String {
         summary.events_per_second() / cores as f64
     );
     let _ = writeln!(out);
+    out.push_str(&layers_table(summary));
+    out
+}
+
+/// What a backfill rebuilt: the replay's rows per layer and dead letters.
+pub fn backfill_table(report: &crate::jobs::backfill::BackfillReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "backfill {} of pipeline {}: {} bronze records replayed ({} committed epochs) in {:.2?}",
+        report.generation,
+        report.summary.pipeline,
+        report.summary.records,
+        report.epochs,
+        report.elapsed
+    );
+    let _ = writeln!(
+        out,
+        "  rebuilt {}: {} files replaced by {}",
+        report.layers.join(", "),
+        report.removed,
+        report.added
+    );
+    let _ = writeln!(out);
+    out.push_str(&layers_table(&report.summary));
+    out
+}
+
+/// Rows per layer (medallion order first) and dead letters per reason.
+fn layers_table(summary: &RunSummary) -> String {
+    let mut out = String::new();
     let _ = writeln!(out, "  {:<40} {:>12}", "layer", "rows");
     // Medallion order first, then any other layer by name.
     let rank = |layer: &str| {

@@ -41,6 +41,58 @@ pub struct PipelineConfig {
     /// Serves the admin API, `/metrics` and the status page while the pipeline runs.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// Batch jobs (backfills, compactions) the running pipeline does on a schedule, between
+    /// two batches, as the original stack's Airflow did.
+    #[serde(default)]
+    pub schedule: Vec<ScheduledJob>,
+}
+
+/// One entry of `schedule:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledJob {
+    /// Names the job in logs, metrics and the status page.
+    pub name: String,
+    /// When it runs: crontab syntax (minute hour day-of-month month day-of-week, or `@daily`
+    /// …; six fields start with seconds), in UTC.
+    pub cron: String,
+    pub job: JobKind,
+    /// `compact`: the layers to compact (default: those the stages write, and their dead
+    /// letters).
+    #[serde(default)]
+    pub layers: Vec<String>,
+    /// `compact`: a partition folder is merged once it has this many small files.
+    #[serde(default = "default_min_files")]
+    pub min_files: usize,
+    /// `compact`: merged files stop growing at about this size.
+    #[serde(default = "default_target_file_mb")]
+    pub target_file_mb: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Rebuild the layers the stages write from bronze (`sluice backfill`).
+    Backfill,
+    /// Merge small files (`sluice compact`).
+    Compact,
+}
+
+impl JobKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobKind::Backfill => "backfill",
+            JobKind::Compact => "compact",
+        }
+    }
+}
+
+fn default_min_files() -> usize {
+    4
+}
+
+fn default_target_file_mb() -> u64 {
+    128
 }
 
 /// The admin HTTP server (see `admin`).

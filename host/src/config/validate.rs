@@ -1,6 +1,6 @@
 use super::env::substitute;
 use super::locate::{locate, parse_path};
-use super::model::{KafkaFormat, PipelineConfig, SourceKind};
+use super::model::{JobKind, KafkaFormat, PipelineConfig, SourceKind};
 use crate::decode::schema::{SchemaError, Schemas};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -155,6 +155,31 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
             Schemas::default()
         }
     };
+
+    let mut job_names = std::collections::BTreeSet::new();
+    for (i, job) in config.schedule.iter().enumerate() {
+        let key = |field: &str| format!("schedule[{i}].{field}");
+        if !job_names.insert(job.name.as_str()) {
+            problems.push(at(&key("name"), format!("`{}` is named twice", job.name)));
+        }
+        if let Err(e) = crate::jobs::schedule::Cron::parse(&job.cron) {
+            problems.push(at(&key("cron"), e));
+        }
+        match job.job {
+            JobKind::Backfill if config.bronze.is_none() => problems.push(at(
+                &key("job"),
+                "a backfill replays bronze, and this pipeline writes none (add `bronze:`)".into(),
+            )),
+            JobKind::Compact if job.layers.iter().any(|l| l == "bronze") => problems.push(at(
+                &key("layers"),
+                "bronze is the log a backfill replays, file by file: it is not compacted".into(),
+            )),
+            JobKind::Compact if job.min_files < 2 => {
+                problems.push(at(&key("min_files"), "must be at least 2".into()))
+            }
+            _ => {}
+        }
+    }
 
     if config.instance.is_empty() || config.instance.contains(['/', '.']) {
         problems.push(at(

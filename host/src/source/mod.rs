@@ -8,6 +8,7 @@
 pub mod files;
 pub mod generator;
 pub mod kafka;
+pub mod replay;
 
 use crate::decode::DeadLetter;
 use crate::sink::lake::LaneCheckpoint;
@@ -31,6 +32,9 @@ pub struct RawBatch {
     pub lane: u32,
     /// Records the source itself could not decode (bad Avro, say), for the dead-letter output.
     pub rejected: Vec<DeadLetter>,
+    /// Set by a source that reads Arrow already (the bronze replay): the decode step passes it
+    /// on. `ends` and `offsets` still count the source records the batch stands for.
+    pub decoded: Option<arrow::array::RecordBatch>,
 }
 
 /// What flows from the source thread to the pipeline: raw batches from the source, decoded
@@ -115,4 +119,16 @@ pub trait Source: Send {
     /// The run is asked to stop. A stream hands its lanes back first (as on a rebalance), so
     /// whoever takes its partitions next resumes from a durable checkpoint.
     fn stop(&mut self) {}
+
+    /// The lanes a bounded source feeds, opened before its first batch.
+    fn lanes(&self) -> Vec<u32> {
+        vec![0]
+    }
+
+    /// Whether the end of a bounded source is the end of its input, after which stateful
+    /// stages emit everything they hold (watermark +∞). A replay of a stream that never
+    /// ended says no: its state is checkpointed instead, as the stream's was.
+    fn closes_windows_at_end(&self) -> bool {
+        self.is_bounded()
+    }
 }

@@ -461,3 +461,53 @@ pub fn lake_rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
     rows.sort();
     rows
 }
+
+/// Every row of every table the stages write: silver, gold, and the stages' dead letters.
+pub fn derived(lake: &Path) -> BTreeMap<String, Vec<Vec<String>>> {
+    let mut tables = BTreeMap::new();
+    for layer in ["silver", "gold"] {
+        for (table, batches) in layer_tables(lake, layer) {
+            tables.insert(format!("{layer}/{table}"), lake_rows(&batches));
+        }
+    }
+    for (topic, batches) in layer_tables(lake, "_rejects") {
+        let mut rows = lake_rows(&batches);
+        // Columns: topic, stage, plugin, reason, origin, offset, raw.
+        rows.retain(|row| row[1] != "decode");
+        tables.insert(format!("_rejects/{topic}"), rows);
+    }
+    tables
+}
+
+pub fn assert_same(
+    left: &BTreeMap<String, Vec<Vec<String>>>,
+    right: &BTreeMap<String, Vec<Vec<String>>>,
+) {
+    assert_eq!(
+        left.keys().collect::<Vec<_>>(),
+        right.keys().collect::<Vec<_>>(),
+        "the same tables"
+    );
+    for (table, rows) in left {
+        assert!(
+            !rows.is_empty() || table.starts_with("_rejects"),
+            "{table} is empty"
+        );
+        assert_eq!(rows.len(), right[table].len(), "{table}: row count");
+        assert!(rows == &right[table], "{table}: rows differ");
+    }
+}
+
+pub fn run(pipeline: &Path) -> String {
+    assert_success(&sluice(
+        &["run", "--quiet", pipeline.to_str().unwrap()],
+        &[],
+    ))
+}
+
+pub fn backfill(pipeline: &Path) -> String {
+    assert_success(&sluice(
+        &["backfill", "--quiet", pipeline.to_str().unwrap()],
+        &[],
+    ))
+}

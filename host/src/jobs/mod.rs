@@ -1,0 +1,143 @@
+//! Batch jobs over the lake — `backfill` (rebuild the layers the stages write from bronze) and
+//! `compact` (merge small files) — run by hand or by a pipeline's `schedule:` (`schedule`).
+//!
+//! A job changes committed files, so it does what a commit does: it records every change
+//! before making it. The record, a `Rewrite`, is written atomically to
+//! `_jobs/<pipeline>/<number>.<job>.pending.json`; then files are moved in from the job's
+//! scratch folder `_jobs/<pipeline>/<number>/`, the files they replace are removed, any commit
+//! records the job gives the instances are written, the scratch folder is emptied and the
+//! record renamed to `….done.json`. Each step is idempotent, so a crash anywhere is finished
+//! by `finish_pending`, which a pipeline runs before it recovers its own last commit.
+pub mod backfill;
+pub mod compact;
+pub mod schedule;
+
+use crate::sink::lake::{CommitRecord, LakeError, Storage, commit_path};
+use serde::{Deserialize, Serialize};
+
+/// A job's change to the lake (see the module docs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rewrite {
+    pub pipeline: String,
+    /// `backfill` or `compact`.
+    pub job: String,
+    pub number: u64,
+    /// (from, to): files the job made in its scratch folder, moved into the lake.
+    pub moves: Vec<(String, String)>,
+    /// Lake paths of the files they replace.
+    pub remove: Vec<String>,
+    /// Commit records to write (a backfill gives each instance its next one).
+    #[serde(default)]
+    pub records: Vec<CommitRecord>,
+}
+
+impl Rewrite {
+    pub fn new(pipeline: &str, job: &str, number: u64) -> Self {
+        Rewrite {
+            pipeline: pipeline.to_string(),
+            job: job.to_string(),
+            number,
+            moves: vec![],
+            remove: vec![],
+            records: vec![],
+        }
+    }
+
+    /// The folder the job writes its new files to before they are moved in.
+    pub fn scratch(&self) -> String {
+        scratch(&self.pipeline, self.number)
+    }
+
+    fn path(&self, state: &str) -> String {
+        format!(
+            "_jobs/{}/{:010}.{}.{state}.json",
+            self.pipeline, self.number, self.job
+        )
+    }
+
+    /// Records the rewrite, then applies it.
+    pub async fn commit(&self, storage: &Storage) -> Result<(), LakeError> {
+        let json = serde_json::to_vec_pretty(self).expect("rewrites serialise");
+        storage.put(&self.path("pending"), json).await?;
+        self.apply(storage).await
+    }
+
+    /// Makes the recorded change; idempotent.
+    async fn apply(&self, storage: &Storage) -> Result<(), LakeError> {
+        for (from, to) in &self.moves {
+            crate::failpoint::hit("rewrite.move");
+            match storage.rename(from, to).await {
+                Ok(()) => {}
+                Err(LakeError::Store(object_store::Error::NotFound { .. }))
+                    if storage.exists(to).await? => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for path in &self.remove {
+            match storage.delete(path).await {
+                Ok(()) | Err(LakeError::Store(object_store::Error::NotFound { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for record in &self.records {
+            let json = serde_json::to_vec_pretty(record).expect("commit records serialise");
+            let path = commit_path(&record.pipeline, &record.instance, record.epoch);
+            storage.put(&path, json).await?;
+        }
+        storage.clear(&self.scratch()).await?;
+        let done = self.path("done");
+        match storage.rename(&self.path("pending"), &done).await {
+            Ok(()) => Ok(()),
+            Err(LakeError::Store(object_store::Error::NotFound { .. }))
+                if storage.exists(&done).await? =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn scratch(pipeline: &str, number: u64) -> String {
+    format!("_jobs/{pipeline}/{number}")
+}
+
+/// A number after every job this lake has seen for `pipeline`; empties scratch folders no
+/// record refers to (a job stopped before it recorded its change).
+pub async fn next_number(storage: &Storage, pipeline: &str) -> Result<u64, LakeError> {
+    let folder = format!("_jobs/{pipeline}");
+    let mut last = 0;
+    for file in storage.list(&folder).await? {
+        let rest = &file[folder.len() + 1..];
+        let number = rest.split(['/', '.']).next().unwrap_or_default();
+        if let Ok(n) = number.parse::<u64>() {
+            last = last.max(n);
+        }
+        if rest.contains('/') {
+            storage.delete(&file).await?;
+        }
+    }
+    Ok(last + 1)
+}
+
+/// Finishes every rewrite of `pipeline` that was recorded but not completed.
+pub async fn finish_pending(storage: &Storage, pipeline: &str) -> Result<(), LakeError> {
+    let mut pending: Vec<String> = storage
+        .list(&format!("_jobs/{pipeline}"))
+        .await?
+        .into_iter()
+        .filter(|f| f.ends_with(".pending.json"))
+        .collect();
+    pending.sort();
+    for path in pending {
+        let bytes = storage.get(&path).await?;
+        let rewrite: Rewrite =
+            serde_json::from_slice(&bytes).map_err(|e| LakeError::CommitRecord {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        tracing::info!(pipeline, job = %rewrite.job, number = rewrite.number, "finishing an interrupted job");
+        rewrite.apply(storage).await?;
+    }
+    Ok(())
+}
