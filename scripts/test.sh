@@ -5,9 +5,15 @@ set -euo pipefail
 cd "$SLUICE_ROOT"
 bash scripts/setup.sh
 
-echo "== format and lints"
+echo "== format, lints and the test build"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
+# `cargo clippy` is `cargo check` with clippy-driver compiling the workspace's own crates. Here
+# clippy-driver compiles them for the test build itself, with the same lints (-D warnings), so
+# the dependencies are built once instead of once checked and once built: on a cold run that
+# check was a fifth of the time.
+lints=(env RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver)"
+       CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__")
+"${lints[@]}" cargo test --workspace --all-targets --no-run
 
 echo "== plugins for wasm32-wasip2"
 bash scripts/build-plugins.sh
@@ -39,7 +45,7 @@ venv="$SLUICE_CACHE/venv"
 "$venv/bin/pip" install --quiet -r tests/interop/requirements.txt
 
 echo "== Rust tests (unit, SDK harness, runtime, end to end)"
-cargo test --workspace
+"${lints[@]}" cargo test --workspace --all-targets
 
 echo "== independent readers over lakes the binary wrote: pyarrow, DuckDB (KPIs vs SQL over silver)"
 SLUICE_BIN="$CARGO_TARGET_DIR/debug/sluice" "$venv/bin/python" -m pytest -q tests/interop

@@ -10,6 +10,7 @@ pub mod live;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin_kit;
+pub mod query;
 pub mod report;
 pub mod sink;
 pub mod source;

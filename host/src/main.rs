@@ -48,6 +48,20 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Runs SQL over the lake: every table as `<layer>.<table>` (`silver.listen_events`,
+    /// `gold.top_songs`, `rejects.<topic>`), hive partitions as columns, filters on them
+    /// pruning folders. `SHOW TABLES` lists them.
+    Query {
+        sql: String,
+        /// The lake (`file://…` or `hdfs://…`); default: the pipeline's, or ./lake.
+        #[arg(long)]
+        lake: Option<String>,
+        /// Take the lake from this pipeline file.
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
+        format: QueryFormat,
+    },
     /// Merges the small files of the layers a pipeline's stages write (or `--layer`s), one
     /// partition folder at a time; safe while the pipeline runs.
     Compact {
@@ -151,6 +165,14 @@ enum PluginCommand {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum QueryFormat {
+    Table,
+    Csv,
+    Json,
+    Ndjson,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum GenFormat {
     Json,
     Avro,
@@ -158,6 +180,12 @@ enum GenFormat {
 }
 
 fn main() -> std::process::ExitCode {
+    // `sluice query … | head` should end quietly when head has read enough, as command-line
+    // tools do, not panic on the closed pipe (Rust ignores SIGPIPE by default).
+    // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match try_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -250,6 +278,42 @@ fn try_main() -> Result<()> {
             let report = sluice::jobs::backfill::backfill(&loaded, &options)
                 .with_context(|| format!("backfill of {} failed", pipeline.display()))?;
             print!("{}", sluice::report::backfill_table(&report));
+            Ok(())
+        }
+        Command::Query {
+            sql,
+            lake,
+            pipeline,
+            format,
+        } => {
+            let lake = match (lake, pipeline) {
+                (Some(lake), _) => lake,
+                (None, Some(pipeline)) => {
+                    config::load(&pipeline)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .config
+                        .lake
+                        .uri
+                }
+                (None, None) => "file://./lake".to_string(),
+            };
+            let format = match format {
+                QueryFormat::Table => sluice::query::OutputFormat::Table,
+                QueryFormat::Csv => sluice::query::OutputFormat::Csv,
+                QueryFormat::Json => sluice::query::OutputFormat::Json,
+                QueryFormat::Ndjson => sluice::query::OutputFormat::Ndjson,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            // The session is dropped outside the runtime: an HDFS lake's client owns a
+            // runtime of its own, which tokio does not let an async context drop.
+            let session = runtime.block_on(sluice::query::LakeSession::open(&lake))?;
+            let batches = runtime.block_on(session.sql(&sql))?;
+            let mut out = std::io::stdout().lock();
+            sluice::query::write_result(&batches, format, &mut out)?;
+            drop(session);
             Ok(())
         }
         Command::Compact {
