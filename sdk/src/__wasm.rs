@@ -83,7 +83,7 @@ pub fn init<P: Plugin>(config: &str, name: &str, version: &str) -> Result<Plugin
     Ok(info)
 }
 
-pub fn process(batch: &[u8]) -> Result<Vec<Output>, String> {
+pub fn process(batch: Vec<u8>) -> Result<Vec<Output>, String> {
     with_instance(|plugin| {
         let batch = ipc::decode(batch)?;
         let mut out = Outputs::new();

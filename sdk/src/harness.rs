@@ -23,7 +23,7 @@ impl<P: Plugin> Harness<P> {
     }
 
     pub fn process(&mut self, batch: &RecordBatch) -> Result<Outputs, PluginError> {
-        let batch = ipc::decode(&ipc::encode(batch)?)?;
+        let batch = ipc::decode(ipc::encode(batch)?)?;
         let mut out = Outputs::new();
         self.plugin.process(batch, &mut out)?;
         roundtrip(out)
@@ -57,7 +57,7 @@ impl<P: Plugin> Harness<P> {
 fn roundtrip(out: Outputs) -> Result<Outputs, PluginError> {
     let mut decoded = Outputs::new();
     for (name, batch) in out.into_batches() {
-        decoded.emit(name, ipc::decode(&ipc::encode(&batch)?)?);
+        decoded.emit(name, ipc::decode(ipc::encode(&batch)?)?);
     }
     Ok(decoded)
 }

@@ -1,6 +1,6 @@
 //! Arrow IPC stream encoding: how batches cross the wasm boundary (one batch per message).
 use arrow_array::RecordBatch;
-use arrow_ipc::reader::StreamReader;
+use arrow_ipc::reader::StreamDecoder;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::ArrowError;
 
@@ -14,18 +14,82 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
     Ok(buffer)
 }
 
-/// Decodes an IPC stream that holds exactly one batch (or none: an empty batch of its schema).
-pub fn decode(bytes: &[u8]) -> Result<RecordBatch, ArrowError> {
-    let mut reader = StreamReader::try_new(bytes, None)?;
-    let schema = reader.schema();
-    let batch = match reader.next() {
-        Some(batch) => batch?,
-        None => return Ok(RecordBatch::new_empty(schema)),
-    };
-    if reader.next().is_some() {
-        return Err(ArrowError::IpcError(
-            "expected one record batch per IPC message, found more".to_string(),
-        ));
+/// Decodes an IPC stream that holds exactly one batch (or none: an empty batch of its
+/// schema), taking the bytes over: the batch's arrays are slices of them, not copies. This is
+/// how batches are read on both sides of the wasm boundary, so a batch crosses it with one
+/// encode and one copy each way (the one the component model makes).
+pub fn decode(bytes: Vec<u8>) -> Result<RecordBatch, ArrowError> {
+    let mut buffer = arrow_buffer::Buffer::from_vec(bytes);
+    let mut decoder = StreamDecoder::new();
+    let mut batch = None;
+    while !buffer.is_empty() {
+        match decoder.decode(&mut buffer)? {
+            Some(_) if batch.is_some() => {
+                return Err(ArrowError::IpcError(
+                    "expected one record batch per IPC message, found more".to_string(),
+                ));
+            }
+            Some(decoded) => batch = Some(decoded),
+            None => {}
+        }
     }
-    Ok(batch)
+    decoder.finish()?;
+    match (batch, decoder.schema()) {
+        (Some(batch), _) => Ok(batch),
+        (None, Some(schema)) => Ok(RecordBatch::new_empty(schema)),
+        (None, None) => Err(ArrowError::IpcError("an empty IPC stream".to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{ArrayRef, Int64Array, StringArray};
+    use std::sync::Arc;
+
+    fn batch() -> RecordBatch {
+        RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef),
+            (
+                "name",
+                Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef,
+            ),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn a_batch_survives_the_round_trip() {
+        let decoded = decode(encode(&batch()).unwrap()).unwrap();
+        assert_eq!(decoded, batch());
+    }
+
+    #[test]
+    fn a_stream_without_batches_is_an_empty_batch_of_its_schema() {
+        let empty = RecordBatch::new_empty(batch().schema());
+        let mut bytes = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut bytes, &empty.schema()).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let decoded = decode(bytes).unwrap();
+        assert_eq!(decoded.num_rows(), 0);
+        assert_eq!(decoded.schema(), batch().schema());
+    }
+
+    #[test]
+    fn two_batches_or_broken_bytes_are_refused() {
+        let mut bytes = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut bytes, &batch().schema()).unwrap();
+        writer.write(&batch()).unwrap();
+        writer.write(&batch()).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let error = decode(bytes).unwrap_err().to_string();
+        assert!(error.contains("one record batch"), "{error}");
+
+        let mut truncated = encode(&batch()).unwrap();
+        truncated.truncate(truncated.len() / 2);
+        assert!(decode(truncated).is_err());
+        assert!(decode(Vec::new()).is_err());
+    }
 }

@@ -124,7 +124,7 @@ macro_rules! export_plugin {
                     $crate::__wasm::init::<$plugin>(&config, env!("CARGO_PKG_NAME"), version)
                 }
                 fn process(batch: Vec<u8>) -> Result<Vec<$crate::__wasm::Output>, String> {
-                    $crate::__wasm::process(&batch)
+                    $crate::__wasm::process(batch)
                 }
                 fn on_watermark(event_time_ms: i64) -> Result<Vec<$crate::__wasm::Output>, String> {
                     $crate::__wasm::on_watermark(event_time_ms)

@@ -122,13 +122,11 @@ impl WasmStage {
         outputs
             .into_iter()
             .map(|output| {
-                let batch = ipc::decode(&output.batch).map_err(|e| {
-                    self.error(format!(
-                        "output `{}` is not valid Arrow IPC: {e}",
-                        output.name
-                    ))
+                let name = output.name;
+                let batch = ipc::decode(output.batch).map_err(|e| {
+                    self.error(format!("output `{name}` is not valid Arrow IPC: {e}"))
                 })?;
-                Ok((output.name, batch))
+                Ok((name, batch))
             })
             .collect()
     }
