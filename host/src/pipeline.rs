@@ -7,7 +7,7 @@ use crate::metrics;
 use crate::sink::clickhouse::{ClickHouseError, ClickHouseSink};
 use crate::sink::dead_letter;
 use crate::sink::lake::{
-    CommitRecord, LakeError, LakeReader, LakeUri, LakeWriter, LaneCheckpoint, Partitioning,
+    CommitRecord, LakeError, LakeReader, LakeWriter, LaneCheckpoint, Partitioning,
 };
 use crate::sink::postgres::{PostgresError, PostgresSink};
 use crate::source::files::FileSource;
@@ -219,8 +219,7 @@ fn run_attached(
             .map_err(PipelineError::Runtime)
     };
     let io = runtime()?;
-    let lake = LakeWriter::new(&LakeUri::parse(&config.lake.uri)?, config.lake.zstd_level)?
-        .retrying(&config.name, options.stop.clone());
+    let lake = LakeWriter::configured(&config.lake)?.retrying(&config.name, options.stop.clone());
     // An interrupted backfill may still have to write this instance's next commit record.
     io.block_on(crate::jobs::finish_pending(lake.storage(), &config.name))?;
     let last = io.block_on(lake.recover(&config.name, &config.instance))?;

@@ -6,17 +6,33 @@
 //! become columns of the table, and a filter on them prunes whole folders before any file is
 //! opened. Only committed files are visible: staged ones live under `_tmp/`.
 //!
+//! A Delta Lake table (a layer in `lake.formats` as `delta`, or any table folder with a
+//! `_delta_log/`) is read through its log: only the files its current version lists, with
+//! their partition values, pruned the same way.
+//!
 //! Identifiers are case-sensitive without quotes (`SELECT userId …`), as the lake's column
 //! names are camelCase (EventSim's).
 use crate::sink::lake::{LakeError, LakeUri, Storage};
 use arrow::array::RecordBatch;
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::MemorySchemaProvider;
+use datafusion::catalog::Session;
+use datafusion::catalog::TableProvider;
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::listing::helpers::{expr_applicable_for_cols, filter_partitioned_file};
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::DataFusionError;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use std::sync::Arc;
 
@@ -169,6 +185,24 @@ impl LakeSession {
         }
         let state = context.state();
         for table in &tables {
+            if storage
+                .exists(&format!(
+                    "{}/_delta_log/00000000000000000000.json",
+                    table.path
+                ))
+                .await?
+            {
+                if let Some(provider) = DeltaFiles::open(&storage, table).await? {
+                    context.register_table(
+                        datafusion::common::TableReference::partial(
+                            table.layer.as_str(),
+                            table.name.as_str(),
+                        ),
+                        Arc::new(provider),
+                    )?;
+                }
+                continue;
+            }
             let url = ListingTableUrl::parse(format!("{LAKE_URL}{}/", table.path))?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet");
@@ -220,6 +254,138 @@ impl LakeSession {
             }
             _ => QueryError::from(e),
         })
+    }
+}
+
+/// A Delta table as DataFusion sees it: the files its log lists, each with its partition
+/// values; a filter on partition columns keeps only the files whose values pass it.
+#[derive(Debug)]
+struct DeltaFiles {
+    /// The files' columns, then the partition columns.
+    schema: SchemaRef,
+    file_schema: SchemaRef,
+    partition_columns: Vec<Field>,
+    files: Vec<PartitionedFile>,
+}
+
+impl DeltaFiles {
+    async fn open(storage: &Storage, table: &LakeTable) -> Result<Option<Self>, QueryError> {
+        let files = crate::sink::delta::active_files(storage, &table.path).await?;
+        let Some((first, _, partition_values)) = files.first() else {
+            return Ok(None);
+        };
+        let footer = storage.get(first).await?;
+        let builder =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(footer)
+                .map_err(|e| QueryError::Sql(format!("{first}: {e}")))?;
+        let file_schema = Arc::new(Schema::new(builder.schema().fields().clone()));
+        let mut keys: Vec<&String> = partition_values.keys().collect();
+        // The keys in folder order, as the path has them.
+        keys.sort_by_key(|k| first.find(&format!("/{k}=")).unwrap_or(usize::MAX));
+        let partition_columns: Vec<Field> = keys
+            .iter()
+            .map(|k| Field::new(k.as_str(), DataType::Utf8, true))
+            .collect();
+        let mut fields: Vec<Field> = file_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend(partition_columns.iter().cloned());
+        let files = files
+            .iter()
+            .map(|(path, size, values)| {
+                let mut file = PartitionedFile::new(path.clone(), *size);
+                file.partition_values = keys
+                    .iter()
+                    .map(|k| ScalarValue::Utf8(values.get(*k).cloned().flatten()))
+                    .collect();
+                file
+            })
+            .collect();
+        Ok(Some(DeltaFiles {
+            schema: Arc::new(Schema::new(fields)),
+            file_schema,
+            partition_columns,
+            files,
+        }))
+    }
+
+    fn partition_names(&self) -> Vec<&str> {
+        self.partition_columns
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for DeltaFiles {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        let names = self.partition_names();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if expr_applicable_for_cols(&names, f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let names = self.partition_names();
+        let on_partitions: Vec<Expr> = filters
+            .iter()
+            .filter(|f| expr_applicable_for_cols(&names, f))
+            .cloned()
+            .collect();
+        let partition_schema = DFSchema::try_from(Schema::new(self.partition_columns.clone()))?;
+        let mut files = Vec::new();
+        for file in &self.files {
+            if let Some(file) =
+                filter_partitioned_file(file.clone(), &on_partitions, &partition_schema)?
+            {
+                files.push(file);
+            }
+        }
+        let table_schema = TableSchema::builder(self.file_schema.clone())
+            .with_table_partition_cols(
+                self.partition_columns
+                    .iter()
+                    .cloned()
+                    .map(Arc::new)
+                    .collect::<Vec<_>>(),
+            )
+            .build();
+        let config = FileScanConfigBuilder::new(
+            ObjectStoreUrl::parse(LAKE_URL)?,
+            Arc::new(ParquetSource::new(table_schema)),
+        )
+        .with_file_group(FileGroup::new(files))
+        .with_projection_indices(projection.cloned())?
+        .with_limit(limit)
+        .build();
+        Ok(DataSourceExec::from_data_source(config))
     }
 }
 

@@ -238,6 +238,45 @@ fn the_quickstart_chain_on_hdfs_equals_the_same_run_on_a_local_folder() {
             "{table} via sluice query"
         );
     }
+
+    // The same run with silver and gold as Delta tables on HDFS: every table, read through its
+    // log, has the rows of the Parquet run.
+    let delta_uri = cluster.uri("lakes/delta");
+    let delta = pipeline(dir.path(), "delta", &delta_uri, events);
+    let text = std::fs::read_to_string(&delta).unwrap().replace(
+        "  max_buffer_mb: 4096\n",
+        "  max_buffer_mb: 4096\n  formats: {silver: delta, gold: delta}\n",
+    );
+    std::fs::write(&delta, text).unwrap();
+    run(&delta);
+    let delta_lake = hdfs_lake(&delta_uri);
+    assert!(
+        delta_lake
+            .keys()
+            .any(|p| p.starts_with("gold/sessions/_delta_log/"))
+    );
+    let tables: Vec<&String> = rows
+        .keys()
+        .filter(|t| t.starts_with("silver/") || t.starts_with("gold/"))
+        .collect();
+    let sql = tables
+        .iter()
+        .map(|t| format!("SELECT '{t}', count(*) FROM {}", t.replace('/', ".")))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let counted = assert_success(&common::sluice(
+        &["query", "--lake", &delta_uri, "--format", "csv", &sql],
+        &[],
+    ));
+    assert_eq!(counted.lines().count(), tables.len() + 1, "{counted}");
+    for line in counted.lines().skip(1) {
+        let (table, count) = line.split_once(',').unwrap();
+        assert_eq!(
+            count.parse::<usize>().unwrap(),
+            rows[table],
+            "{table} as a Delta table"
+        );
+    }
 }
 
 #[test]

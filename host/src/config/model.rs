@@ -310,6 +310,29 @@ pub struct LakeConfig {
     /// zstd level of the Parquet files.
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
+    /// The table format of each layer: `parquet` (hive-partitioned files, the default) or
+    /// `delta` (Delta Lake tables: the same files, made visible by the table's log).
+    #[serde(default)]
+    pub formats: std::collections::BTreeMap<String, TableFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableFormat {
+    #[default]
+    Parquet,
+    Delta,
+}
+
+impl LakeConfig {
+    /// The layers stored as Delta Lake tables.
+    pub fn delta_layers(&self) -> Vec<String> {
+        self.formats
+            .iter()
+            .filter(|(_, f)| **f == TableFormat::Delta)
+            .map(|(layer, _)| layer.clone())
+            .collect()
+    }
 }
 
 fn default_commit_rows() -> u64 {

@@ -19,8 +19,8 @@
 use super::Rewrite;
 use crate::config::LoadedPipeline;
 use crate::pipeline::{PipelineError, RunOptions, RunSummary, run_with_source};
-use crate::sink::dead_letter;
 use crate::sink::lake::{CommitRecord, LakeError, LakeUri, LakeWriter, partition_value};
+use crate::sink::{dead_letter, delta};
 use crate::source::replay::{Batching, ReplayPlan, ReplaySource};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -88,7 +88,7 @@ pub fn backfill(
         .build()
         .map_err(BackfillError::Runtime)?;
     let uri = LakeUri::parse(&config.lake.uri)?;
-    let lake = LakeWriter::new(&uri, config.lake.zstd_level)?.retrying(&config.name, None);
+    let lake = LakeWriter::configured(&config.lake)?.retrying(&config.name, None);
     let storage = lake.storage().clone();
     let pipeline = config.name.as_str();
 
@@ -154,11 +154,19 @@ pub fn backfill(
         .find(|r| r.instance == instance);
 
     // 3. The change, recorded and applied.
+    rewrite.delta_layers = config.lake.delta_layers();
     for layer in &layers {
-        rewrite.remove.extend(io.block_on(storage.list(layer))?);
+        let delta = rewrite.delta_layers.contains(layer);
+        let current = io.block_on(delta::layer_files(&storage, layer, delta))?;
+        rewrite
+            .remove
+            .extend(current.into_iter().map(|(path, _)| path));
         for file in io.block_on(storage.list(&format!("{shadow}/{layer}")))? {
-            let to = file[shadow.len() + 1..].to_string();
-            rewrite.moves.push((file, to));
+            // The shadow's Delta logs stay behind: the lake's tables get commits of their own.
+            if !delta::is_log(&file) {
+                let to = file[shadow.len() + 1..].to_string();
+                rewrite.moves.push((file, to));
+            }
         }
     }
     let stage_rejects: BTreeSet<String> = config

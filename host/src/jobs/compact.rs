@@ -11,8 +11,8 @@
 //! small ones go — a reader listing the folder in between sees both.
 use super::Rewrite;
 use crate::config::LoadedPipeline;
-use crate::sink::dead_letter;
-use crate::sink::lake::{LakeError, LakeUri, LakeWriter};
+use crate::sink::lake::{LakeError, LakeWriter};
+use crate::sink::{dead_letter, delta};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
@@ -89,8 +89,7 @@ pub fn compact(
         .enable_all()
         .build()
         .map_err(CompactError::Runtime)?;
-    let lake = LakeWriter::new(&LakeUri::parse(&config.lake.uri)?, config.lake.zstd_level)?
-        .retrying(pipeline, None);
+    let lake = LakeWriter::configured(&config.lake)?.retrying(pipeline, None);
     let storage = lake.storage().clone();
     let reader = lake.reader();
     io.block_on(super::finish_pending(&storage, pipeline))?;
@@ -108,9 +107,11 @@ pub fn compact(
         ..Default::default()
     };
 
+    rewrite.delta_layers = config.lake.delta_layers();
     for layer in &layers {
+        let delta = rewrite.delta_layers.contains(layer);
         let mut folders: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
-        for (path, size) in io.block_on(storage.list_sizes(layer))? {
+        for (path, size) in io.block_on(delta::layer_files(&storage, layer, delta))? {
             let Some((folder, name)) = path.rsplit_once('/') else {
                 continue;
             };

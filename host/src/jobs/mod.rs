@@ -29,6 +29,10 @@ pub struct Rewrite {
     /// Commit records to write (a backfill gives each instance its next one).
     #[serde(default)]
     pub records: Vec<CommitRecord>,
+    /// Layers stored as Delta tables: there, what moves in and what goes is also one commit
+    /// to each table's log (`remove` + `add`), made before the old files are deleted.
+    #[serde(default)]
+    pub delta_layers: Vec<String>,
 }
 
 impl Rewrite {
@@ -40,6 +44,7 @@ impl Rewrite {
             moves: vec![],
             remove: vec![],
             records: vec![],
+            delta_layers: vec![],
         }
     }
 
@@ -73,6 +78,9 @@ impl Rewrite {
                 Err(e) => return Err(e),
             }
         }
+        if !self.delta_layers.is_empty() {
+            self.commit_to_delta_tables(storage).await?;
+        }
         for path in &self.remove {
             match storage.delete(path).await {
                 Ok(()) | Err(LakeError::Store(object_store::Error::NotFound { .. })) => {}
@@ -95,6 +103,48 @@ impl Rewrite {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+impl Rewrite {
+    fn in_delta_layer(&self, path: &str) -> bool {
+        let layer = path.split('/').next().unwrap_or_default();
+        self.delta_layers.iter().any(|l| l == layer)
+    }
+
+    /// The Delta tables' side of the rewrite: the files now in place replace the removed ones
+    /// in one commit per table (a table's new columns come with it); a replay is a no-op.
+    async fn commit_to_delta_tables(&self, storage: &Storage) -> Result<(), LakeError> {
+        let removed: Vec<String> = self
+            .remove
+            .iter()
+            .filter(|p| self.in_delta_layer(p))
+            .cloned()
+            .collect();
+        let mut added = Vec::new();
+        let mut schemas = std::collections::BTreeMap::new();
+        for (_, to) in self.moves.iter().filter(|(_, to)| self.in_delta_layer(to)) {
+            let bytes = storage.get(to).await?;
+            let size = bytes.len() as u64;
+            let builder =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+            let rows = builder.metadata().file_metadata().num_rows() as u64;
+            if let Some((table, _)) = crate::sink::delta::table_of(to) {
+                schemas
+                    .entry(table.to_string())
+                    .or_insert_with(|| builder.schema().clone());
+            }
+            added.push((to.clone(), size, rows));
+        }
+        crate::sink::delta::replace(
+            storage,
+            &self.pipeline,
+            self.number,
+            &removed,
+            &added,
+            &schemas,
+        )
+        .await
     }
 }
 

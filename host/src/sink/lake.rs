@@ -51,6 +51,11 @@ pub enum LakeError {
     SchemaChanged { table: String, detail: String },
     #[error("commit record {path}: {message}")]
     CommitRecord { path: String, message: String },
+    #[error("Delta table {table}: {message}")]
+    Delta { table: String, message: String },
+    /// What no retry fixes: rows whose columns the table does not have, say.
+    #[error("Delta table {table}: {message}")]
+    DeltaRefused { table: String, message: String },
     #[error("cannot create lake folder {path}: {source}")]
     CreateDir {
         path: String,
@@ -186,6 +191,11 @@ impl Storage {
         }
     }
 
+    /// The folder of a local lake (`None` for HDFS).
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local_root.as_deref()
+    }
+
     /// The object store itself, without retries (for readers that bring their own, such as
     /// DataFusion).
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
@@ -198,10 +208,37 @@ impl Storage {
             .is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
-    async fn retry<T, F, Fut>(&self, what: &str, path: &str, mut op: F) -> Result<T, LakeError>
+    async fn retry<T, F, Fut>(&self, what: &str, path: &str, op: F) -> Result<T, LakeError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+    {
+        // Local errors (a full disk, a permission) and answers about the object itself do not
+        // go away by waiting.
+        let transient = |error: &object_store::Error| {
+            matches!(
+                error,
+                object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+            )
+        };
+        self.retry_when(what, path, transient, op)
+            .await
+            .map_err(LakeError::from)
+    }
+
+    /// `op` until it succeeds, or fails in a way `transient` says waiting cannot fix, or the
+    /// pipeline is stopping; on a local lake, once.
+    pub async fn retry_when<T, E, F, Fut>(
+        &self,
+        what: &str,
+        path: &str,
+        transient: impl Fn(&E) -> bool,
+        mut op: F,
+    ) -> Result<T, E>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
     {
         let mut backoff = super::Backoff::new(MAX_BACKOFF);
         let mut attempt = 1u32;
@@ -215,20 +252,14 @@ impl Storage {
                 }
                 Err(error) => error,
             };
-            // Local errors (a full disk, a permission) and answers about the object itself do
-            // not go away by waiting.
-            let transient = self.remote
-                && matches!(
-                    error,
-                    object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
-                );
+            let transient = self.remote && transient(&error);
             if !transient || self.stopping() {
                 if transient {
                     crate::metrics::SINK_ERRORS
                         .with_label_values(&[self.pipeline.as_str(), "lake", "unavailable"])
                         .inc();
                 }
-                return Err(error.into());
+                return Err(error);
             }
             let wait = backoff.next_wait();
             tracing::warn!(lake = %self.location, path, attempt, %error, "lake {what} failed; retrying in {wait:?}");
@@ -466,6 +497,8 @@ pub struct LakeWriter {
     store: Storage,
     properties: WriterProperties,
     open: BTreeMap<String, OpenFile>,
+    /// Layers stored as Delta Lake tables.
+    delta_layers: std::collections::BTreeSet<String>,
 }
 
 impl LakeWriter {
@@ -478,7 +511,14 @@ impl LakeWriter {
             store,
             properties,
             open: BTreeMap::new(),
+            delta_layers: Default::default(),
         })
+    }
+
+    /// The lake a pipeline's `lake:` block describes.
+    pub fn configured(config: &crate::config::LakeConfig) -> Result<Self, LakeError> {
+        Ok(Self::new(&LakeUri::parse(&config.uri)?, config.zstd_level)?
+            .with_delta_layers(config.delta_layers()))
     }
 
     /// Names the pipeline in metrics, and gives up retrying a remote store once `stop` is
@@ -578,15 +618,24 @@ impl LakeWriter {
         );
         let mut files = Vec::new();
         let mut uploads = Vec::new();
+        // Files of Delta layers go where they live: their table's log makes them visible.
+        let mut delta_files = Vec::new();
         for (n, (dir, file)) in std::mem::take(&mut self.open).into_iter().enumerate() {
-            let staged = format!("{staging}/{n:05}.parquet");
-            uploads.push((staged.clone(), file.writer.into_inner()?));
+            let path = format!(
+                "{dir}/part-{}-{first:012}-{last:012}.parquet",
+                record.instance
+            );
+            let bytes = file.writer.into_inner()?;
+            let staged = if self.delta_layers.contains(&file.layer) {
+                delta_files.push((files.len(), bytes.len() as u64, file.schema.clone()));
+                path.clone()
+            } else {
+                format!("{staging}/{n:05}.parquet")
+            };
+            uploads.push((staged.clone(), bytes));
             files.push(CommittedFile {
                 staged,
-                path: format!(
-                    "{dir}/part-{}-{first:012}-{last:012}.parquet",
-                    record.instance
-                ),
+                path,
                 layer: file.layer,
                 rows: file.rows,
             });
@@ -626,12 +675,21 @@ impl LakeWriter {
         // `_commits/` never sees half a record.
         self.store.put(&record_path, json).await?;
         self.finish(&record).await?;
+        let new: Vec<super::delta::NewFile> = delta_files
+            .iter()
+            .map(|(i, size, schema)| super::delta::NewFile {
+                file: &record.files[*i],
+                size: *size,
+                schema: schema.as_ref(),
+            })
+            .collect();
+        self.commit_to_delta(&record, &new).await?;
         Ok(record)
     }
 
     /// Moves the staged files of a written commit record into place (idempotent).
     async fn finish(&self, record: &CommitRecord) -> Result<(), LakeError> {
-        futures::stream::iter(&record.files)
+        futures::stream::iter(record.files.iter().filter(|f| f.staged != f.path))
             .map(|file| async move {
                 match self.store.rename(&file.staged, &file.path).await {
                     Ok(()) => Ok(()),
@@ -663,6 +721,11 @@ impl LakeWriter {
             .await?;
         if let Some(record) = &record {
             self.finish(record).await?;
+            self.recover_delta(record).await?;
+        }
+        if !self.delta_layers.is_empty() {
+            self.remove_unlogged(instance, record.as_ref().map_or(0, |r| r.records))
+                .await?;
         }
         for leftover in self
             .store
@@ -672,6 +735,76 @@ impl LakeWriter {
             self.store.delete(&leftover).await?;
         }
         Ok(record)
+    }
+}
+
+impl LakeWriter {
+    /// Stores these layers' tables as Delta Lake tables (`sink::delta`).
+    pub fn with_delta_layers(mut self, layers: impl IntoIterator<Item = String>) -> Self {
+        self.delta_layers = layers.into_iter().collect();
+        self
+    }
+
+    /// Commits to their Delta tables the files of `record` the tables' logs do not have yet.
+    async fn recover_delta(&self, record: &CommitRecord) -> Result<(), LakeError> {
+        let mut files = Vec::new();
+        for file in &record.files {
+            if self.delta_layers.contains(&file.layer) {
+                let bytes = self.store.get(&file.path).await?;
+                let size = bytes.len() as u64;
+                let builder =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+                files.push((file, size, builder.schema().clone()));
+            }
+        }
+        let new: Vec<super::delta::NewFile> = files
+            .iter()
+            .map(|(file, size, schema)| super::delta::NewFile {
+                file,
+                size: *size,
+                schema: schema.as_ref(),
+            })
+            .collect();
+        self.commit_to_delta(record, &new).await
+    }
+
+    /// A Delta commit is idempotent (the table's `txn` says whether it is there), so on a
+    /// remote store one that failed is tried again, as every other lake operation is.
+    async fn commit_to_delta(
+        &self,
+        record: &CommitRecord,
+        files: &[super::delta::NewFile<'_>],
+    ) -> Result<(), LakeError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let transient = |error: &LakeError| matches!(error, LakeError::Delta { .. });
+        self.store
+            .retry_when("Delta commit", &record.pipeline, transient, || {
+                super::delta::commit_epoch(&self.store, record, files)
+            })
+            .await
+    }
+
+    /// Deletes the files an epoch of `instance` wrote into Delta layers before a crash kept it
+    /// from its commit record: no log lists them, and their names begin at the instance's next
+    /// record range, `records` (the count its last commit reached).
+    async fn remove_unlogged(&self, instance: &str, records: u64) -> Result<(), LakeError> {
+        let prefix = format!("part-{instance}-");
+        for layer in &self.delta_layers {
+            for path in self.store.list(layer).await? {
+                let name = path.rsplit('/').next().unwrap_or_default();
+                let first = name
+                    .strip_prefix(&prefix)
+                    .and_then(|rest| rest.split('-').next())
+                    .and_then(|n| n.parse::<u64>().ok());
+                if first.is_some_and(|first| first >= records) && name.ends_with(".parquet") {
+                    tracing::info!(path, "removing a Delta file no commit logged");
+                    self.store.delete(&path).await?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 //! database sinks (ClickHouse, PostgreSQL) load a layer's tables from each commit.
 pub mod clickhouse;
 pub mod dead_letter;
+pub mod delta;
 pub mod lake;
 pub mod postgres;
 
