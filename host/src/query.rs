@@ -193,13 +193,7 @@ impl LakeSession {
                 .await?
             {
                 if let Some(provider) = DeltaFiles::open(&storage, table).await? {
-                    context.register_table(
-                        datafusion::common::TableReference::partial(
-                            table.layer.as_str(),
-                            table.name.as_str(),
-                        ),
-                        Arc::new(provider),
-                    )?;
+                    register(&context, table, Arc::new(provider))?;
                 }
                 continue;
             }
@@ -222,14 +216,7 @@ impl LakeSession {
             let config = ListingTableConfig::new(url)
                 .with_listing_options(options.with_table_partition_cols(partitions))
                 .with_schema(file_schema);
-            let provider = ListingTable::try_new(config)?;
-            context.register_table(
-                datafusion::common::TableReference::partial(
-                    table.layer.as_str(),
-                    table.name.as_str(),
-                ),
-                Arc::new(provider),
-            )?;
+            register(&context, table, Arc::new(ListingTable::try_new(config)?))?;
         }
         Ok(LakeSession { context, tables })
     }
@@ -255,6 +242,17 @@ impl LakeSession {
             _ => QueryError::from(e),
         })
     }
+}
+
+/// Makes `provider` the table `<layer>.<name>` of `context`.
+fn register(
+    context: &SessionContext,
+    table: &LakeTable,
+    provider: Arc<dyn TableProvider>,
+) -> Result<(), DataFusionError> {
+    let name =
+        datafusion::common::TableReference::partial(table.layer.as_str(), table.name.as_str());
+    context.register_table(name, provider).map(|_| ())
 }
 
 /// A Delta table as DataFusion sees it: the files its log lists, each with its partition

@@ -6,7 +6,6 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::Command;
 
 const DELTA: &str = "  formats: {silver: delta, gold: delta}\n";
 
@@ -33,28 +32,9 @@ fn chain(dir: &Path, file: &str, lake: &Path, events: u64, delta: bool) -> std::
     path
 }
 
-fn python() -> String {
-    std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| {
-        let cache = std::env::var("SLUICE_CACHE")
-            .unwrap_or_else(|_| format!("{}/.cache/sluice", std::env::var("HOME").unwrap()));
-        format!("{cache}/venv/bin/python")
-    })
-}
-
 /// The independent reader's verdict on `delta` against `parquet` (tests/interop/read_delta.py).
 fn independent_reader(delta: &Path, parquet: &Path) -> serde_json::Value {
-    let output = Command::new(python())
-        .arg(repo_root().join("tests/interop/read_delta.py"))
-        .args([delta, parquet])
-        .args(["silver", "gold"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    interop_reader("read_delta.py", &[&delta, &parquet, &"silver", &"gold"])
 }
 
 fn count(lake: &Path, sql: &str) -> String {

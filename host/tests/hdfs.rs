@@ -6,11 +6,10 @@
 //! Each test starts a cluster of its own (its own name, port and data).
 mod common;
 
-use common::{assert_success, repo_root, wait_for};
+use common::{assert_success, interop_reader, wait_for};
 use sluice::sink::lake::{LakeUri, Storage};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 struct Cluster(common::Service);
@@ -186,26 +185,7 @@ fn the_quickstart_chain_on_hdfs_equals_the_same_run_on_a_local_folder() {
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         std::fs::write(target, bytes).unwrap();
     }
-    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| {
-        let cache = std::env::var("SLUICE_CACHE")
-            .unwrap_or_else(|_| format!("{}/.cache/sluice", std::env::var("HOME").unwrap()));
-        format!("{cache}/venv/bin/python")
-    });
-    assert!(
-        Path::new(&python).is_file(),
-        "{python} is missing: scripts/test.sh creates the virtualenv with pyarrow (or set SLUICE_PYTHON)"
-    );
-    let output = Command::new(&python)
-        .arg(repo_root().join("tests/interop/count_rows.py"))
-        .arg(&copy)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let counted: BTreeMap<String, usize> = serde_json::from_slice(&output.stdout).unwrap();
+    let counted: BTreeMap<String, usize> = interop_reader("count_rows.py", &[&copy]);
     let expected: BTreeMap<String, usize> = rows
         .iter()
         .filter(|(t, _)| {

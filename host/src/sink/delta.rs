@@ -280,24 +280,37 @@ async fn commit_table(
         .iter()
         .map(|new| Action::Add(add(table, new.file, new.size, now)))
         .collect();
-    actions.push(Action::Txn(Transaction::new_with_last_update(
-        &app,
-        record.epoch as i64,
-        Some(now),
-    )));
+    actions.push(txn(&app, record.epoch, now));
     crate::failpoint::hit("delta.commit");
+    let operation = DeltaOperation::Write {
+        mode: SaveMode::Append,
+        partition_by: (!partitions.is_empty()).then_some(partitions),
+        predicate: None,
+    };
+    commit(table, state, &delta, actions, operation).await
+}
+
+/// The transaction action recording that `app` has committed `version` (an epoch or a job),
+/// which makes a replay of the same commit a no-op.
+fn txn(app: &str, version: u64, now: i64) -> Action {
+    Action::Txn(Transaction::new_with_last_update(
+        app,
+        version as i64,
+        Some(now),
+    ))
+}
+
+async fn commit(
+    table: &str,
+    state: &deltalake_core::table::state::DeltaTableState,
+    delta: &DeltaTable,
+    actions: Vec<Action>,
+    operation: DeltaOperation,
+) -> Result<(), LakeError> {
     deltalake_core::kernel::transaction::CommitBuilder::default()
         .with_actions(actions)
         .with_max_retries(COMMIT_RETRIES)
-        .build(
-            Some(state),
-            delta.log_store(),
-            DeltaOperation::Write {
-                mode: SaveMode::Append,
-                partition_by: (!partitions.is_empty()).then_some(partitions.clone()),
-                predicate: None,
-            },
-        )
+        .build(Some(state), delta.log_store(), operation)
         .await
         .map_err(|e| delta_error(table, e))?;
     Ok(())
@@ -485,25 +498,13 @@ pub async fn replace(
                 actions.push(Action::Metadata(metadata));
             }
         }
-        actions.push(Action::Txn(Transaction::new_with_last_update(
-            &app,
-            job as i64,
-            Some(now),
-        )));
-        deltalake_core::kernel::transaction::CommitBuilder::default()
-            .with_actions(actions)
-            .with_max_retries(COMMIT_RETRIES)
-            .build(
-                Some(state),
-                delta.log_store(),
-                DeltaOperation::Write {
-                    mode: SaveMode::Overwrite,
-                    partition_by: None,
-                    predicate: None,
-                },
-            )
-            .await
-            .map_err(|e| delta_error(table, e))?;
+        actions.push(txn(&app, job, now));
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Overwrite,
+            partition_by: None,
+            predicate: None,
+        };
+        commit(table, state, &delta, actions, operation).await?;
         delta
             .update_state()
             .await

@@ -40,6 +40,34 @@ pub fn assert_success(output: &Output) -> String {
     stdout
 }
 
+/// Runs the independent reader `tests/interop/<script>` with the test virtualenv's Python
+/// (scripts/test.sh creates it; SLUICE_PYTHON overrides) and returns the JSON it prints.
+pub fn interop_reader<T: serde::de::DeserializeOwned>(
+    script: &str,
+    args: &[&dyn AsRef<std::ffi::OsStr>],
+) -> T {
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| {
+        let cache = std::env::var("SLUICE_CACHE")
+            .unwrap_or_else(|_| format!("{}/.cache/sluice", std::env::var("HOME").unwrap()));
+        format!("{cache}/venv/bin/python")
+    });
+    assert!(
+        Path::new(&python).is_file(),
+        "{python} is missing: scripts/test.sh creates the virtualenv (or set SLUICE_PYTHON)"
+    );
+    let output = Command::new(&python)
+        .arg(repo_root().join("tests/interop").join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// Every Parquet file under `dir`, sorted.
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
