@@ -135,6 +135,8 @@ struct Run<'a> {
     durable: Option<std::sync::mpsc::Sender<BTreeMap<u32, serde_json::Value>>>,
     /// The source ended and every window was closed (recorded in the last commit).
     input_ended: bool,
+    /// Whether event time read so far may close windows (see `Source::advances_watermarks`).
+    advances_watermarks: bool,
     /// Set to stop the run; a scheduled job gives up with it too.
     stop: Option<Arc<AtomicBool>>,
 }
@@ -328,6 +330,7 @@ fn run_attached(
     };
     let bounded = source.is_bounded();
     let closes_windows = source.closes_windows_at_end();
+    let advances_watermarks = source.advances_watermarks();
     let bounded_lanes = source.lanes();
     let durable = source.durable_positions();
     let dead_letter_topic = match config.source.kind() {
@@ -373,6 +376,7 @@ fn run_attached(
         committed: resumed_at,
         durable,
         input_ended: false,
+        advances_watermarks,
         stop: options.stop.clone(),
     };
     if bounded {
@@ -827,6 +831,9 @@ impl Run<'_> {
     /// are assigned per lane and stage, from the rows that reach it, so rows an earlier stage
     /// rejected (an impossible timestamp, say) cannot push event time forward.
     fn advance_watermarks(&mut self) -> Result<(), PipelineError> {
+        if !self.advances_watermarks {
+            return Ok(());
+        }
         let lateness = self.loaded.config.allowed_lateness_ms;
         let lanes: Vec<u32> = self.lanes.keys().copied().collect();
         for lane in lanes {

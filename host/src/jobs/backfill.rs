@@ -17,10 +17,12 @@
 //! Running a backfill twice gives the same layers. The pipeline must not be running meanwhile
 //! (a `schedule:` runs backfills inside the pipeline's own process, between two batches).
 use super::Rewrite;
-use crate::config::LoadedPipeline;
+use crate::config::{LoadedPipeline, PipelineConfig, SourceKind};
 use crate::pipeline::{PipelineError, RunOptions, RunSummary, run_with_source};
 use crate::sink::lake::{CommitRecord, LakeError, LakeUri, LakeWriter, partition_value};
 use crate::sink::{dead_letter, delta};
+use crate::source::Source;
+use crate::source::files::FileSource;
 use crate::source::replay::{Batching, ReplayPlan, ReplaySource};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -120,7 +122,8 @@ pub fn backfill(
         config.batch_rows,
         &config.event_time,
     )
-    .map_err(PipelineError::from)?;
+    .map_err(PipelineError::from)?
+    .advancing_watermarks(stream_advanced_watermarks(config)?);
     let mut shadow_run = loaded.clone();
     let instance = format!("backfill-{generation}");
     // A name of its own, so that its metrics are not counted as the pipeline's.
@@ -212,6 +215,17 @@ pub fn backfill(
 }
 
 /// The layers the stages write: a stage's `layer`, or its own name for its named outputs.
+/// Whether the stream that wrote bronze advanced watermarks: not when it read several files
+/// (`Source::advances_watermarks`), judged by what the source's globs match now.
+fn stream_advanced_watermarks(config: &PipelineConfig) -> Result<bool, PipelineError> {
+    Ok(match config.source.kind() {
+        Some(SourceKind::Files(files)) => {
+            FileSource::new(&files.paths, None, 1, None)?.advances_watermarks()
+        }
+        _ => true,
+    })
+}
+
 fn rebuilt_layers(loaded: &LoadedPipeline) -> Result<BTreeSet<String>, BackfillError> {
     let mut layers = BTreeSet::new();
     for stage in &loaded.config.stages {

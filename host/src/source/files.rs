@@ -64,6 +64,10 @@ impl FileSource {
 }
 
 impl Source for FileSource {
+    fn advances_watermarks(&self) -> bool {
+        self.files.len() <= 1
+    }
+
     fn next_batch(&mut self) -> Result<Option<RawBatch>, SourceError> {
         loop {
             let Some(path) = self.files.get(self.position.file).cloned() else {

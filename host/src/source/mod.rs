@@ -131,4 +131,13 @@ pub trait Source: Send {
     fn closes_windows_at_end(&self) -> bool {
         self.is_bounded()
     }
+
+    /// Whether the event time read so far bounds what is still to come, so that watermarks
+    /// may close windows as it advances. A source that reads files one after another says no
+    /// when there are several (one per topic, say, each covering the same days): a later
+    /// file may hold earlier times than any read so far, so its windows close at the end of
+    /// input instead, and no row of a later file is late.
+    fn advances_watermarks(&self) -> bool {
+        true
+    }
 }

@@ -138,6 +138,7 @@ pub struct ReplaySource {
     event_time: String,
     lanes: Vec<u32>,
     input_ended: bool,
+    advances_watermarks: bool,
     work: VecDeque<(u32, Arc<EpochFiles>)>,
     pending: VecDeque<RawBatch>,
     replayed_epochs: u64,
@@ -172,10 +173,18 @@ impl ReplaySource {
             event_time: event_time.to_string(),
             lanes,
             input_ended: plan.input_ended,
+            advances_watermarks: true,
             work,
             pending: VecDeque::new(),
             replayed_epochs: 0,
         })
+    }
+
+    /// Whether the replay advances watermarks as the stream did (`Source::advances_watermarks`:
+    /// a stream that read several files did not).
+    pub fn advancing_watermarks(mut self, advances: bool) -> Self {
+        self.advances_watermarks = advances;
+        self
     }
 
     /// One epoch's rows of `lane` as the source's batches.
@@ -370,5 +379,9 @@ impl Source for ReplaySource {
 
     fn closes_windows_at_end(&self) -> bool {
         self.input_ended
+    }
+
+    fn advances_watermarks(&self) -> bool {
+        self.advances_watermarks
     }
 }
