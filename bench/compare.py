@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Sluice, DuckDB and Apache Spark (pyspark, local mode) on the same job, on this machine, in
-one run: read EventSim JSON lines (four topics), write them as zstd Parquet partitioned by date
-(bronze), apply the `clean` plugin's rules and write the result the same way (silver).
+"""Sluice, DuckDB and Apache Spark (pyspark, local mode) on the same jobs, on this machine, in
+one run. Job `silver`: read EventSim JSON lines (four topics), write them as zstd Parquet
+partitioned by date (bronze), apply the `clean` plugin's rules and write the result the same
+way (silver). Job `gold`: the same, then the gold layer from silver: per-user sessions (the
+`sessionize` plugin) and the seven KPI tables (the `kpis` plugin; DuckDB and Spark run the SQL
+of tests/interop/kpi_sql.py).
 
 Each engine runs as a child process, measured with wait4 (wall time, user+system CPU, peak
-RSS). The outputs are counted afterwards with DuckDB from the Parquet files each engine wrote,
-and must agree. Results: a table on stdout, `compare.csv`, `compare-<events>.png` and `machine.txt` in
-the output folder. Run through bench/compare.sh, which prepares the binaries and the virtualenv.
+RSS). The outputs are read afterwards with DuckDB from the Parquet files each engine wrote:
+row counts per layer and topic, and every gold table's values, must agree. Results: a table
+per job on stdout, `compare.csv`, `compare-<events>.png` and `machine.txt` in the output
+folder. Run through bench/compare.sh, which prepares the binaries and the virtualenv.
 """
 import argparse
 import csv
@@ -21,6 +25,10 @@ import statistics
 import sys
 import time
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests/interop"))
+from kpi_sql import COMPARED, KPIS, SESSIONS, compared, kpi_query  # noqa: E402
+
+JOBS = ["silver", "gold"]
 TOPICS = ["listen_events", "page_view_events", "auth_events", "status_change_events"]
 
 # EventSim's fields per topic, as Sluice's built-in schema declares them (host/src/decode/schema.rs).
@@ -50,7 +58,7 @@ LOWER, UPPER = ["level"], ["state", "gender"]
 # ---------------------------------------------------------------------------------------------
 # The engines. Each is called in a child process: `compare.py --engine NAME INPUT OUTPUT`.
 
-def run_duckdb(input_dir, out):
+def run_duckdb(input_dir, out, job):
     import duckdb
     duck_types = {"string": "VARCHAR", "bigint": "BIGINT", "double": "DOUBLE", "int": "INTEGER",
                   "boolean": "BOOLEAN"}
@@ -86,9 +94,18 @@ def run_duckdb(input_dir, out):
                         (SELECT DISTINCT {", ".join(normalised)} FROM raw WHERE {" AND ".join(checks)}))
                     TO '{out}/silver/{topic}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date))""")
         con.sql("DROP TABLE raw")
+    if job == "gold":
+        pathlib.Path(out, "gold").mkdir(parents=True, exist_ok=True)
+        for topic in TOPICS:
+            con.sql(f"CREATE VIEW {topic} AS SELECT * FROM read_parquet('{out}/silver/{topic}/**/*.parquet')")
+        con.sql(f"CREATE TABLE sessions AS {SESSIONS}")
+        tables = {"sessions": "SELECT * FROM sessions", **{t: kpi_query(t, "duckdb") for t in KPIS}}
+        for table, sql in tables.items():
+            pathlib.Path(out, "gold", table).mkdir()
+            con.sql(f"COPY ({sql}) TO '{out}/gold/{table}/data.parquet' (FORMAT parquet, COMPRESSION zstd)")
 
 
-def run_spark(input_dir, out):
+def run_spark(input_dir, out, job):
     from pyspark.sql import SparkSession, functions as F, types as T
     spark_types = {"string": T.StringType(), "bigint": T.LongType(), "double": T.DoubleType(),
                    "int": T.IntegerType(), "boolean": T.BooleanType()}
@@ -125,6 +142,14 @@ def run_spark(input_dir, out):
         silver = (raw.filter(ok).select(*normalised).dropDuplicates()
                   .withColumn("event_time", F.timestamp_millis(F.col("ts"))).withColumn("date", date))
         silver.write.partitionBy("date").parquet(f"{out}/silver/{topic}")
+    if job == "gold":
+        for topic in TOPICS:
+            spark.read.parquet(f"{out}/silver/{topic}").createOrReplaceTempView(topic)
+        sessions = spark.sql(SESSIONS).cache()
+        sessions.createOrReplaceTempView("sessions")
+        sessions.coalesce(1).write.parquet(f"{out}/gold/sessions")
+        for table in KPIS:
+            spark.sql(kpi_query(table, "spark")).coalesce(1).write.parquet(f"{out}/gold/{table}")
     gateway = spark.sparkContext._gateway
     spark.stop()
     # Reap the JVM, so that its CPU time and memory count in this process's wait4 figures.
@@ -149,6 +174,16 @@ stages:
     partition_by: [date]
 """
 
+SLUICE_GOLD = """  - name: sessionize
+    plugin: {plugins}/sessionize.wasm
+    topics: [page_view_events]
+    layer: gold
+    write: [sessions]
+  - name: kpis
+    plugin: {plugins}/kpis.wasm
+    layer: gold
+"""
+
 
 # ---------------------------------------------------------------------------------------------
 # The harness.
@@ -165,15 +200,28 @@ def measured(command, env=None):
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def count_rows(out):
+def outputs(out, job):
+    """What an engine wrote: rows per layer and topic, and (job gold) each gold table's values
+    as kpi_sql.compared reduces them."""
     import duckdb
     con = duckdb.connect()
-    counts = {}
+    found = {}
     for layer in ["bronze", "silver"]:
         for topic in TOPICS:
             files = f"{out}/{layer}/{topic}/**/*.parquet"
-            counts[f"{layer}.{topic}"] = con.sql(f"SELECT count(*) FROM read_parquet('{files}')").fetchone()[0]
-    return counts
+            found[f"{layer}.{topic}"] = con.sql(f"SELECT count(*) FROM read_parquet('{files}')").fetchone()[0]
+    if job == "gold":
+        for table in COMPARED:
+            source = f"read_parquet('{out}/gold/{table}/**/*.parquet')"
+            found[f"gold.{table}"] = [tuple(row) for row in con.sql(compared(table, source)).fetchall()]
+    return found
+
+
+def summary(key, value):
+    """A row count as it is; a gold table by its number of rows (`sessions`: of sessions)."""
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value[0][0]:,} sessions" if key == "gold.sessions" else f"{len(value)} rows"
 
 
 def machine():
@@ -198,30 +246,63 @@ def chart(rows, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    engines = [r["engine"] for r in rows]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    axes[0].bar(engines, [r["events_per_s"] for r in rows], color=["#2f6fde", "#e0a526", "#c2452d"][:len(rows)])
-    axes[0].set_title(f"events/s ({rows[0]['events']:,} events, JSON -> bronze -> silver)")
-    axes[1].bar(engines, [r["peak_rss_mib"] for r in rows], color="#7a7f87")
-    axes[1].set_title("peak RSS (MiB)")
+    jobs = list(dict.fromkeys(r["job"] for r in rows))
+    engines = list(dict.fromkeys(r["engine"] for r in rows))
+    colours = dict(zip(engines, ["#2f6fde", "#e0a526", "#c2452d"]))
+    width = 0.8 / len(engines)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for i, engine in enumerate(engines):
+        mine = {r["job"]: r for r in rows if r["engine"] == engine}
+        at = [j + (i - (len(engines) - 1) / 2) * width for j in range(len(jobs))]
+        axes[0].bar(at, [mine[j]["events_per_s"] for j in jobs], width, label=engine, color=colours[engine])
+        axes[1].bar(at, [mine[j]["peak_rss_mib"] for j in jobs], width, label=engine, color=colours[engine])
+    labels = {"silver": "JSON -> bronze -> silver", "gold": "... -> gold (sessions, KPIs)"}
+    for axis, title in zip(axes, [f"events/s ({rows[0]['events']:,} events)", "peak RSS (MiB)"]):
+        axis.set_xticks(range(len(jobs)), [labels.get(j, j) for j in jobs])
+        axis.set_title(title)
+        axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
 
+def append_csv(path, rows):
+    """Appends `rows` to the CSV at `path`, rewriting it first when its columns are older ones
+    (rows from before the gold job were all job `silver`)."""
+    fields = list(rows[0].keys())
+    old = []
+    if path.exists():
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != fields:
+                old = [{"job": "silver", "speed_vs_first": row.get("speed_vs_sluice"), **row} for row in reader]
+    if old:
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(old)
+    fresh = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        if fresh:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine", nargs=2, metavar=("INPUT", "OUTPUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--engine", nargs=3, metavar=("JOB", "INPUT", "OUTPUT"), help=argparse.SUPPRESS)
     parser.add_argument("--run", choices=["duckdb", "spark"], help=argparse.SUPPRESS)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--engines", default="sluice,duckdb,spark")
+    parser.add_argument("--jobs", default=",".join(JOBS), help="silver, gold or both")
     parser.add_argument("--repeat", type=int, default=3, help="runs per engine; figures are medians")
     parser.add_argument("--sluice", required=False, help="the sluice binary")
-    parser.add_argument("--plugins", required=False, help="folder with clean.wasm")
+    parser.add_argument("--plugins", required=False, help="folder with clean.wasm, sessionize.wasm, kpis.wasm")
     parser.add_argument("--out", default="bench/results", help="where the CSV, chart and machine go")
     parser.add_argument("--work", help="scratch folder (default: a fresh one under /tmp)")
     args = parser.parse_args()
     if args.run:
-        {"duckdb": run_duckdb, "spark": run_spark}[args.run](*args.engine)
+        {"duckdb": run_duckdb, "spark": run_spark}[args.run](args.engine[1], args.engine[2], args.engine[0])
         return
 
     import tempfile
@@ -236,62 +317,70 @@ def main():
     print(f"generated {args.events:,} events as JSON lines in {time.perf_counter() - started:.1f} s "
           f"({sum(f.stat().st_size for f in input_dir.iterdir()) / 2**20:.0f} MiB)")
     engines = args.engines.split(",")
-    runs = {engine: [] for engine in engines}
-    counts = {}
+    jobs = args.jobs.split(",")
+    runs = {(job, engine): [] for job in jobs for engine in engines}
+    found = {}
     # Engines take turns, run after run, so that a noisy neighbour hits all of them alike;
     # each figure is the median of the runs.
     for attempt in range(1, args.repeat + 1):
-        for engine in engines:
-            out = work / engine
-            if engine == "sluice":
-                command = [args.sluice, "run", "--quiet", str(work / "sluice-bench.yaml")]
-                (work / "sluice-bench.yaml").write_text(
-                    SLUICE_PIPELINE.format(input=input_dir, out=out, plugins=args.plugins))
-            else:
-                command = [sys.executable, __file__, "--run", engine, "--engine", str(input_dir), str(out)]
-            # Spark binds to loopback only, like every server this project starts.
-            wall, cpu, rss = measured(command, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
-            found = count_rows(out)
-            if counts.setdefault(engine, found) != found:
-                raise SystemExit(f"{engine} wrote other row counts in run {attempt}: {found} vs {counts[engine]}")
-            runs[engine].append((wall, cpu, rss))
-            print(f"{engine:>7} run {attempt}: {wall:7.2f} s wall, {args.events / wall:>10,.0f} events/s, "
-                  f"{cpu:7.2f} s CPU, {rss:6.0f} MiB peak RSS")
-            shutil.rmtree(out, ignore_errors=True)
+        for job in jobs:
+            for engine in engines:
+                out = work / engine
+                if engine == "sluice":
+                    pipeline = work / f"sluice-{job}.yaml"
+                    text = SLUICE_PIPELINE + (SLUICE_GOLD if job == "gold" else "")
+                    pipeline.write_text(text.format(input=input_dir, out=out, plugins=args.plugins))
+                    command = [args.sluice, "run", "--quiet", str(pipeline)]
+                else:
+                    command = [sys.executable, __file__, "--run", engine, "--engine", job, str(input_dir), str(out)]
+                # Spark binds to loopback only, like every server this project starts.
+                wall, cpu, rss = measured(command, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
+                wrote = outputs(out, job)
+                if found.setdefault((job, engine), wrote) != wrote:
+                    raise SystemExit(f"{engine} wrote other outputs for job {job} in run {attempt}")
+                runs[(job, engine)].append((wall, cpu, rss))
+                print(f"{job:>6} {engine:>7} run {attempt}: {wall:7.2f} s wall, {args.events / wall:>10,.0f} events/s, "
+                      f"{cpu:7.2f} s CPU, {rss:6.0f} MiB peak RSS")
+                shutil.rmtree(out, ignore_errors=True)
     rows = []
-    for engine in engines:
-        wall, cpu, rss = (statistics.median(run[i] for run in runs[engine]) for i in range(3))
-        rows.append({"engine": engine, "events": args.events, "runs": args.repeat, "wall_s": round(wall, 2),
-                     "events_per_s": round(args.events / wall), "events_per_s_per_core": round(args.events / wall / os.cpu_count()),
-                     "cpu_s": round(cpu, 2), "events_per_cpu_s": round(args.events / cpu) if cpu else 0,
-                     "peak_rss_mib": round(rss)})
-    base = rows[0]
-    for row in rows:
-        row[f"speed_vs_{base['engine']}"] = round(row["events_per_s"] / base["events_per_s"], 3)
-    reference = counts[base["engine"]]
-    agree = all(c == reference for c in counts.values())
-    print("\nrows per layer and topic:")
-    for key in reference:
-        print(f"  {key:<32}" + "".join(f"{counts[e][key]:>12,}" for e in counts))
-    print(f"\nmedians of {args.repeat} run(s):")
-    print("\n| engine | wall s | events/s | events/s per core | CPU s | peak RSS MiB | speed vs " + base["engine"] + " |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['engine']} | {r['wall_s']} | {r['events_per_s']:,} | {r['events_per_s_per_core']:,} | {r['cpu_s']} | {r['peak_rss_mib']} | {r[f'speed_vs_' + base['engine']]} |")
+    agree = True
+    for job in jobs:
+        job_rows = []
+        for engine in engines:
+            wall, cpu, rss = (statistics.median(run[i] for run in runs[(job, engine)]) for i in range(3))
+            job_rows.append({"job": job, "engine": engine, "events": args.events, "runs": args.repeat,
+                             "wall_s": round(wall, 2), "events_per_s": round(args.events / wall),
+                             "events_per_s_per_core": round(args.events / wall / os.cpu_count()),
+                             "cpu_s": round(cpu, 2), "events_per_cpu_s": round(args.events / cpu) if cpu else 0,
+                             "peak_rss_mib": round(rss)})
+        base = job_rows[0]
+        for row in job_rows:
+            row["speed_vs_first"] = round(row["events_per_s"] / base["events_per_s"], 3)
+        reference = found[(job, base["engine"])]
+        print(f"\njob {job}: what each engine wrote (rows per layer and topic; gold tables compared value by value)")
+        print(f"  {'':<34}" + "".join(f"{e:>22}" for e in engines))
+        for key in reference:
+            marks = "".join(f"{summary(key, found[(job, e)][key]) + ('' if found[(job, e)][key] == reference[key] else ' DIFFERS'):>22}"
+                            for e in engines)
+            print(f"  {key:<34}{marks}")
+        job_agrees = all(found[(job, e)] == reference for e in engines)
+        agree = agree and job_agrees
+        print(f"\njob {job}, medians of {args.repeat} run(s):")
+        print(f"\n| engine | wall s | events/s | events/s per core | CPU s | peak RSS MiB | speed vs {base['engine']} |")
+        print("|---|---|---|---|---|---|---|")
+        for r in job_rows:
+            print(f"| {r['engine']} | {r['wall_s']} | {r['events_per_s']:,} | {r['events_per_s_per_core']:,} | {r['cpu_s']} | {r['peak_rss_mib']} | {r['speed_vs_first']} |")
+        for row in job_rows:
+            row["outputs_agree"] = job_agrees
+        rows += job_rows
     stamp = machine()
     (results / "machine.txt").write_text(json.dumps(stamp, indent=2) + "\n")
-    fresh = not (results / "compare.csv").exists()
-    with open(results / "compare.csv", "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["date", "cores"] + list(rows[0].keys()) + ["outputs_agree"], extrasaction="ignore")
-        if fresh:
-            writer.writeheader()
-        for r in rows:
-            writer.writerow({"date": stamp["date"], "cores": stamp["cores"], **r, "outputs_agree": agree})
+    append_csv(results / "compare.csv", [{"date": stamp["date"], "cores": stamp["cores"], **r} for r in rows])
     size = f"{args.events // 1_000_000}M" if args.events % 1_000_000 == 0 else str(args.events)
     chart(rows, results / f"compare-{size}.png")
     print(f"\nresults in {results}/ (compare.csv, compare-{size}.png, machine.txt)")
     if not agree:
-        raise SystemExit("the engines' outputs do not agree (see the row counts above)")
+        raise SystemExit("the engines' outputs do not agree (see DIFFERS above)")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Sluice vs DuckDB vs Apache Spark (pyspark, local[2]) on the same job, same machine, one run:
-# EventSim JSON lines → bronze → clean rules → silver, zstd Parquet partitioned by date.
+# Sluice vs DuckDB vs Apache Spark (pyspark, local[2]) on the same jobs, same machine, one run:
+#   silver: EventSim JSON lines → bronze → clean rules → silver, zstd Parquet partitioned by date;
+#   gold:   the same, then sessions and the seven KPI tables from silver (JOBS=silver or
+#           JOBS=gold runs one of them).
 #   bench/compare.sh [EVENTS]       release build, default 1,000,000 events; all three engines,
 #                                   median of 3 runs each (REPEAT=N to change)
 #   bench/compare.sh --quick        the test build, 100,000 events, Sluice and DuckDB, one run
 #                                   (what CI prints; never fails on timing)
-# Checks that the engines wrote the same rows per layer and topic; prints wall time, events/s,
-# per core, CPU time and peak RSS, and the ratios; writes compare.csv, compare-<N>.png and
-# machine.txt to bench/results/ (--quick: $SLUICE_CACHE/bench/quick/).
+# Checks that the engines wrote the same rows per layer and topic and the same gold values;
+# prints wall time, events/s, per core, CPU time and peak RSS, and the ratios; writes
+# compare.csv, compare-<N>.png and machine.txt to bench/results/ (--quick: $SLUICE_CACHE/bench/quick/).
 set -euo pipefail
 . "$(dirname "$0")/../scripts/env.sh"
 cd "$SLUICE_ROOT"
@@ -29,4 +31,4 @@ if [[ $engines == *spark* ]]; then
 fi
 "$venv/bin/pip" install --quiet "${packages[@]}"
 "$venv/bin/python" bench/compare.py --events "$events" --engines "$engines" --repeat "$repeat" \
-  --sluice "$CARGO_TARGET_DIR/$profile/sluice" --plugins "$SLUICE_PLUGIN_DIR" --out "$out"
+  --jobs "${JOBS:-silver,gold}" --sluice "$CARGO_TARGET_DIR/$profile/sluice" --plugins "$SLUICE_PLUGIN_DIR" --out "$out"
