@@ -185,13 +185,7 @@ impl LakeSession {
         }
         let state = context.state();
         for table in &tables {
-            if storage
-                .exists(&format!(
-                    "{}/_delta_log/00000000000000000000.json",
-                    table.path
-                ))
-                .await?
-            {
+            if crate::sink::delta::is_table(&storage, &table.path).await? {
                 if let Some(provider) = DeltaFiles::open(&storage, table).await? {
                     register(&context, table, Arc::new(provider))?;
                 }

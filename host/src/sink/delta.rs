@@ -266,14 +266,10 @@ async fn commit_table(
         Some(delta) => delta,
         None => create(storage, table, &columns, &partitions).await?,
     };
-    let state = delta.snapshot().map_err(|e| delta_error(table, e))?;
-    let done = state
-        .transaction_version(delta.log_store().as_ref(), &app)
-        .await
-        .map_err(|e| delta_error(table, e))?;
-    if done.is_some_and(|v| v >= record.epoch as i64) {
+    if logged(table, &delta, &app, record.epoch).await? {
         return Ok(());
     }
+    let state = delta.snapshot().map_err(|e| delta_error(table, e))?;
     check_schema(table, state.schema().as_ref(), &columns)?;
     let now = crate::live::unix_ms(std::time::SystemTime::now()) as i64;
     let mut actions: Vec<Action> = files
@@ -288,6 +284,42 @@ async fn commit_table(
         predicate: None,
     };
     commit(table, state, &delta, actions, operation).await
+}
+
+/// Whether the log of `delta` holds `app`'s commit `version` (an epoch or a job), or a later one.
+async fn logged(
+    table: &str,
+    delta: &DeltaTable,
+    app: &str,
+    version: u64,
+) -> Result<bool, LakeError> {
+    let state = delta.snapshot().map_err(|e| delta_error(table, e))?;
+    let done = state
+        .transaction_version(delta.log_store().as_ref(), app)
+        .await
+        .map_err(|e| delta_error(table, e))?;
+    Ok(done.is_some_and(|v| v >= version as i64))
+}
+
+/// Whether the table at `table` has `record`'s epoch already (recovery reads its files only
+/// when not).
+pub async fn has_epoch(
+    storage: &Storage,
+    record: &CommitRecord,
+    table: &str,
+) -> Result<bool, LakeError> {
+    match open(storage, table).await? {
+        Some(delta) => {
+            logged(
+                table,
+                &delta,
+                &app_id(&record.pipeline, &record.instance),
+                record.epoch,
+            )
+            .await
+        }
+        None => Ok(false),
+    }
 }
 
 /// The transaction action recording that `app` has committed `version` (an epoch or a job),
@@ -442,14 +474,10 @@ pub async fn replace(
                 create(storage, table, &columns, &partitions).await?
             }
         };
-        let state = delta.snapshot().map_err(|e| delta_error(table, e))?;
-        let done = state
-            .transaction_version(delta.log_store().as_ref(), &app)
-            .await
-            .map_err(|e| delta_error(table, e))?;
-        if done.is_some_and(|v| v >= job as i64) {
+        if logged(table, &delta, &app, job).await? {
             continue;
         }
+        let state = delta.snapshot().map_err(|e| delta_error(table, e))?;
         let now = crate::live::unix_ms(std::time::SystemTime::now()) as i64;
         let mut actions = Vec::new();
         for path in removed

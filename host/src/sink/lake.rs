@@ -747,9 +747,22 @@ impl LakeWriter {
 
     /// Commits to their Delta tables the files of `record` the tables' logs do not have yet.
     async fn recover_delta(&self, record: &CommitRecord) -> Result<(), LakeError> {
+        // Per Delta table of the record: whether its log lacks the epoch. Only those tables'
+        // files are read (for their size and schema), so a clean restart reads none.
+        let mut missing = BTreeMap::new();
+        for file in &record.files {
+            if let Some((table, _)) = super::delta::table_of(&file.path)
+                && self.delta_layers.contains(&file.layer)
+                && !missing.contains_key(table)
+            {
+                let logged = super::delta::has_epoch(&self.store, record, table).await?;
+                missing.insert(table, !logged);
+            }
+        }
         let mut files = Vec::new();
         for file in &record.files {
-            if self.delta_layers.contains(&file.layer) {
+            let table = super::delta::table_of(&file.path).map(|(table, _)| table);
+            if table.is_some_and(|table| missing.get(table) == Some(&true)) {
                 let bytes = self.store.get(&file.path).await?;
                 let size = bytes.len() as u64;
                 let builder =
