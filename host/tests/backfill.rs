@@ -15,14 +15,7 @@ fn bronze_files(lake: &Path) -> Vec<std::path::PathBuf> {
 fn a_backfill_rebuilds_what_the_stream_wrote_and_a_second_one_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let pipeline = chain_pipeline(
-        dir.path(),
-        "chain",
-        "chain",
-        &format!("file://{}", lake.display()),
-        30_000,
-        "",
-    );
+    let pipeline = chain_pipeline(dir.path(), "chain", "chain", &lake_uri(&lake), 30_000, "");
     run(&pipeline);
     let streamed = derived(&lake);
     let bronze = bronze_files(&lake);
@@ -70,12 +63,11 @@ fn a_backfill_rebuilds_what_the_stream_wrote_and_a_second_one_changes_nothing() 
 fn a_backfill_after_a_plugin_change_equals_a_stream_that_ran_the_new_plugin_from_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let (lake, reference) = (dir.path().join("lake"), dir.path().join("reference"));
-    let uri = |lake: &Path| format!("file://{}", lake.display());
-    let old = chain_pipeline(dir.path(), "old", "chain", &uri(&lake), 20_000, "");
+    let old = chain_pipeline(dir.path(), "old", "chain", &lake_uri(&lake), 20_000, "");
     run(&old);
     // The new clean plugin config refuses everything before 02:00 on the first day.
     let changed = |file: &str, lake: &Path| {
-        let path = chain_pipeline(dir.path(), file, "chain", &uri(lake), 20_000, "");
+        let path = chain_pipeline(dir.path(), file, "chain", &lake_uri(lake), 20_000, "");
         let text = std::fs::read_to_string(&path).unwrap().replace(
             "    layer: silver\n",
             "    layer: silver\n    config: {min_ts_ms: 1793498400000}\n",
@@ -105,14 +97,7 @@ fn a_stream_stopped_midway_then_backfilled_with_a_new_gap_and_resumed_equals_a_r
     let dir = tempfile::tempdir().unwrap();
     let (lake, reference) = (dir.path().join("lake"), dir.path().join("reference"));
     let streaming = |file: &str, lake: &Path, gap_ms: u64| {
-        let path = chain_pipeline(
-            dir.path(),
-            file,
-            "chain",
-            &format!("file://{}", lake.display()),
-            60_000,
-            "",
-        );
+        let path = chain_pipeline(dir.path(), file, "chain", &lake_uri(lake), 60_000, "");
         // Paced and committing often, so that a stop lands midway with sessions still open.
         let text = std::fs::read_to_string(&path)
             .unwrap()
@@ -157,14 +142,7 @@ fn a_stream_stopped_midway_then_backfilled_with_a_new_gap_and_resumed_equals_a_r
 /// The derived layers of the unchanged chain over `events`, in a lake of its own.
 fn derived_of_a_run(dir: &Path, events: u64) -> BTreeMap<String, Vec<Vec<String>>> {
     let lake = dir.join("long-gap");
-    let pipeline = chain_pipeline(
-        dir,
-        "long-gap",
-        "chain",
-        &format!("file://{}", lake.display()),
-        events,
-        "",
-    );
+    let pipeline = chain_pipeline(dir, "long-gap", "chain", &lake_uri(&lake), events, "");
     run(&pipeline);
     derived(&lake)
 }
@@ -173,14 +151,7 @@ fn derived_of_a_run(dir: &Path, events: u64) -> BTreeMap<String, Vec<Vec<String>
 fn a_backfill_that_crashed_in_its_swap_is_finished_by_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let pipeline = chain_pipeline(
-        dir.path(),
-        "chain",
-        "chain",
-        &format!("file://{}", lake.display()),
-        20_000,
-        "",
-    );
+    let pipeline = chain_pipeline(dir.path(), "chain", "chain", &lake_uri(&lake), 20_000, "");
     run(&pipeline);
     let streamed = derived(&lake);
     let crashed = sluice(

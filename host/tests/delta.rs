@@ -11,14 +11,7 @@ const DELTA: &str = "  formats: {silver: delta, gold: delta}\n";
 
 /// The chain into `lake`, with silver and gold as Delta tables when `delta`.
 fn chain(dir: &Path, file: &str, lake: &Path, events: u64, delta: bool) -> std::path::PathBuf {
-    let path = chain_pipeline(
-        dir,
-        file,
-        "chain",
-        &format!("file://{}", lake.display()),
-        events,
-        "",
-    );
+    let path = chain_pipeline(dir, file, "chain", &lake_uri(lake), events, "");
     let mut text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("commit_rows: 25000", "commit_rows: 8000");
@@ -39,14 +32,7 @@ fn independent_reader(delta: &Path, parquet: &Path) -> serde_json::Value {
 
 fn count(lake: &Path, sql: &str) -> String {
     let out = assert_success(&sluice(
-        &[
-            "query",
-            "--lake",
-            &format!("file://{}", lake.display()),
-            "--format",
-            "csv",
-            sql,
-        ],
+        &["query", "--lake", &lake_uri(lake), "--format", "csv", sql],
         &[],
     ));
     out.lines().nth(1).unwrap().to_string()

@@ -13,14 +13,7 @@ fn small_commits(
     events: u64,
     extra: &str,
 ) -> std::path::PathBuf {
-    let path = chain_pipeline(
-        dir,
-        file,
-        "chain",
-        &format!("file://{}", lake.display()),
-        events,
-        extra,
-    );
+    let path = chain_pipeline(dir, file, "chain", &lake_uri(lake), events, extra);
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("commit_rows: 25000", "commit_rows: 4000");

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 fn query(lake: &Path, sql: &str, format: &str) -> String {
-    let uri = format!("file://{}", lake.display());
+    let uri = lake_uri(lake);
     assert_success(&sluice(
         &["query", "--lake", &uri, "--format", format, sql],
         &[],
@@ -27,14 +27,7 @@ fn lake() -> &'static Path {
     LAKE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let lake = dir.path().join("lake");
-        let pipeline = chain_pipeline(
-            dir.path(),
-            "chain",
-            "chain",
-            &format!("file://{}", lake.display()),
-            30_000,
-            "",
-        );
+        let pipeline = chain_pipeline(dir.path(), "chain", "chain", &lake_uri(&lake), 30_000, "");
         run(&pipeline);
         dir
     })
@@ -158,7 +151,7 @@ fn results_come_as_a_table_csv_json_or_json_lines() {
 #[test]
 fn a_bad_query_names_the_problem_and_the_tables_there_are() {
     let lake = lake();
-    let uri = format!("file://{}", lake.display());
+    let uri = lake_uri(lake);
     let out = sluice(&["query", "--lake", &uri, "SELECT * FROM silver.nope"], &[]);
     assert!(!out.status.success());
     let error = String::from_utf8_lossy(&out.stderr);

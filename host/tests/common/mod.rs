@@ -68,6 +68,11 @@ pub fn interop_reader<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// The URI of a lake in a local folder.
+pub fn lake_uri(lake: &Path) -> String {
+    format!("file://{}", lake.display())
+}
+
 /// Every Parquet file under `dir`, sorted.
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
