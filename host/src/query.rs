@@ -266,11 +266,11 @@ impl DeltaFiles {
         let Some((first, _, partition_values)) = files.first() else {
             return Ok(None);
         };
-        let footer = storage.get(first).await?;
-        let builder =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(footer)
-                .map_err(|e| QueryError::Sql(format!("{first}: {e}")))?;
-        let file_schema = Arc::new(Schema::new(builder.schema().fields().clone()));
+        let facts = match storage.parquet_facts(first).await {
+            Err(LakeError::Parquet(e)) => return Err(QueryError::Sql(format!("{first}: {e}"))),
+            facts => facts?,
+        };
+        let file_schema = Arc::new(Schema::new(facts.schema.fields().clone()));
         let mut keys: Vec<&String> = partition_values.keys().collect();
         // The keys in folder order, as the path has them.
         keys.sort_by_key(|k| first.find(&format!("/{k}=")).unwrap_or(usize::MAX));

@@ -124,17 +124,13 @@ impl Rewrite {
         let mut added = Vec::new();
         let mut schemas = std::collections::BTreeMap::new();
         for (_, to) in self.moves.iter().filter(|(_, to)| self.in_delta_layer(to)) {
-            let bytes = storage.get(to).await?;
-            let size = bytes.len() as u64;
-            let builder =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-            let rows = builder.metadata().file_metadata().num_rows() as u64;
+            let facts = storage.parquet_facts(to).await?;
             if let Some((table, _)) = crate::sink::delta::table_of(to) {
                 schemas
                     .entry(table.to_string())
-                    .or_insert_with(|| builder.schema().clone());
+                    .or_insert_with(|| facts.schema.clone());
             }
-            added.push((to.clone(), size, rows));
+            added.push((to.clone(), facts.size, facts.rows));
         }
         crate::sink::delta::replace(
             storage,

@@ -191,6 +191,21 @@ impl Storage {
         }
     }
 
+    /// Size, rows and schema of a Parquet file (what a Delta `add` action and a table's
+    /// schema need). The whole file is fetched: object_store's ranged reads are not worth it
+    /// for files of at most `max_buffer_mb`.
+    pub async fn parquet_facts(&self, path: &str) -> Result<ParquetFacts, LakeError> {
+        let bytes = self.get(path).await?;
+        let size = bytes.len() as u64;
+        let builder =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+        Ok(ParquetFacts {
+            size,
+            rows: builder.metadata().file_metadata().num_rows() as u64,
+            schema: builder.schema().clone(),
+        })
+    }
+
     /// The folder of a local lake (`None` for HDFS).
     pub fn local_root(&self) -> Option<&std::path::Path> {
         self.local_root.as_deref()
@@ -738,6 +753,13 @@ impl LakeWriter {
     }
 }
 
+/// See `Storage::parquet_facts`.
+pub struct ParquetFacts {
+    pub size: u64,
+    pub rows: u64,
+    pub schema: SchemaRef,
+}
+
 impl LakeWriter {
     /// Stores these layers' tables as Delta Lake tables (`sink::delta`).
     pub fn with_delta_layers(mut self, layers: impl IntoIterator<Item = String>) -> Self {
@@ -763,19 +785,15 @@ impl LakeWriter {
         for file in &record.files {
             let table = super::delta::table_of(&file.path).map(|(table, _)| table);
             if table.is_some_and(|table| missing.get(table) == Some(&true)) {
-                let bytes = self.store.get(&file.path).await?;
-                let size = bytes.len() as u64;
-                let builder =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-                files.push((file, size, builder.schema().clone()));
+                files.push((file, self.store.parquet_facts(&file.path).await?));
             }
         }
         let new: Vec<super::delta::NewFile> = files
             .iter()
-            .map(|(file, size, schema)| super::delta::NewFile {
+            .map(|(file, facts)| super::delta::NewFile {
                 file,
-                size: *size,
-                schema: schema.as_ref(),
+                size: facts.size,
+                schema: facts.schema.as_ref(),
             })
             .collect();
         self.commit_to_delta(record, &new).await
