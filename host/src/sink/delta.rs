@@ -274,7 +274,7 @@ async fn commit_table(
     let now = crate::live::unix_ms(std::time::SystemTime::now()) as i64;
     let mut actions: Vec<Action> = files
         .iter()
-        .map(|new| Action::Add(add(table, new.file, new.size, now)))
+        .map(|new| Action::Add(add(table, &new.file.path, new.file.rows, new.size, now)))
         .collect();
     actions.push(txn(&app, record.epoch, now));
     crate::failpoint::hit("delta.commit");
@@ -370,16 +370,16 @@ async fn create(
 
 /// The `add` action of a file of `table`; `numRecords` is the only statistic (a wrong min or
 /// max would make readers skip rows; none makes them read the file).
-fn add(table: &str, file: &CommittedFile, size: u64, now: i64) -> Add {
-    debug_assert!(file.path.starts_with(table));
-    let relative = table_of(&file.path).map_or(file.path.as_str(), |(_, r)| r);
+fn add(table: &str, path: &str, rows: u64, size: u64, now: i64) -> Add {
+    debug_assert!(path.starts_with(table));
+    let relative = table_of(path).map_or(path, |(_, r)| r);
     Add {
         path: relative.to_string(),
         partition_values: partition_values(relative).into_iter().collect(),
         size: size as i64,
         modification_time: now,
         data_change: true,
-        stats: Some(format!("{{\"numRecords\":{}}}", file.rows)),
+        stats: Some(format!("{{\"numRecords\":{rows}}}")),
         tags: None,
         deletion_vector: None,
         base_row_id: None,
@@ -503,13 +503,7 @@ pub async fn replace(
             .iter()
             .filter(|(p, _, _)| table_of(p).is_some_and(|(t, _)| t == table))
         {
-            let file = CommittedFile {
-                staged: path.clone(),
-                path: path.clone(),
-                layer: String::new(),
-                rows: *rows,
-            };
-            actions.push(Action::Add(add(table, &file, *size, now)));
+            actions.push(Action::Add(add(table, path, *rows, *size, now)));
             added_here.push(path);
         }
         if let Some(schema) = schemas.get(table) {
