@@ -15,15 +15,17 @@
 //! * `listening_by_state` (date, state, level, listen_seconds, plays);
 //! * `sessions_per_day` (date, sessions, mean_duration_s, median_duration_s, songs_per_session);
 //! * `subscriptions_per_day` (date, upgrades, downgrades, cancellations, registrations).
+use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 use sluice_sdk::arrow_array::UInt32Array;
 use sluice_sdk::arrow_array::builder::{
     Date32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
 };
-use sluice_sdk::arrow_array::types::{Float64Type, TimestampMillisecondType};
+use sluice_sdk::arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+use sluice_sdk::arrow_array::{PrimitiveArray, StringArray};
 use sluice_sdk::arrow_select::take::take_record_batch;
 use sluice_sdk::prelude::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 const DAY_MS: i64 = 86_400_000;
@@ -53,7 +55,8 @@ impl Default for KpisConfig {
 struct Day {
     users_by_level: BTreeMap<String, BTreeSet<i64>>,
     streams_by_hour: BTreeMap<i32, i64>,
-    plays_by_song: BTreeMap<String, i64>,
+    /// Hashed: it holds every song played that day, and only its top entries are emitted.
+    plays_by_song: HashMap<String, i64, FixedState>,
     listening: BTreeMap<String, (f64, i64)>,
     sessions: Vec<(f64, i64)>,
     upgrades: i64,
@@ -75,12 +78,38 @@ pub struct Kpis {
     state: State,
 }
 
-fn text(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
-    let column = batch
+/// The columns of one batch that the counts read, looked up once per batch.
+struct Columns<'a> {
+    topic: Topic,
+    user: Option<&'a PrimitiveArray<Int64Type>>,
+    level: Option<&'a StringArray>,
+    artist: Option<&'a StringArray>,
+    song: Option<&'a StringArray>,
+    state: Option<&'a StringArray>,
+    page: Option<&'a StringArray>,
+    duration: Option<&'a PrimitiveArray<Float64Type>>,
+    session_duration: Option<&'a PrimitiveArray<Float64Type>>,
+    session_songs: Option<&'a PrimitiveArray<Int64Type>>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Topic {
+    Sessions,
+    Listens,
+    StatusChanges,
+    PageViews,
+    Other,
+}
+
+fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a StringArray> {
+    batch
         .column_by_name(name)
-        .filter(|c| c.data_type() == &DataType::Utf8)?
-        .as_string::<i32>();
-    column.is_valid(row).then(|| column.value(row).to_string())
+        .filter(|c| c.data_type() == &DataType::Utf8)
+        .map(|c| c.as_string::<i32>())
+}
+
+fn text(column: Option<&StringArray>, row: usize) -> Option<&str> {
+    column.filter(|c| c.is_valid(row)).map(|c| c.value(row))
 }
 
 /// Epoch ms of each row: `ts` for events, `session_start` for sessions.
@@ -94,68 +123,108 @@ fn times(batch: &RecordBatch) -> Result<Vec<Option<i64>>, PluginError> {
     Ok(batch.i64_column("ts")?.iter().collect())
 }
 
+impl<'a> Columns<'a> {
+    fn of(batch: &'a RecordBatch, topic: &str) -> Result<Self, PluginError> {
+        let topic = match topic {
+            "sessions" => Topic::Sessions,
+            "listen_events" => Topic::Listens,
+            "status_change_events" => Topic::StatusChanges,
+            "page_view_events" => Topic::PageViews,
+            _ => Topic::Other,
+        };
+        let sessions = topic == Topic::Sessions;
+        Ok(Columns {
+            topic,
+            user: batch
+                .column_by_name("userId")
+                .map(|c| c.as_primitive::<Int64Type>()),
+            level: strings(batch, "level"),
+            artist: strings(batch, "artist"),
+            song: strings(batch, "song"),
+            state: strings(batch, "state"),
+            page: strings(batch, "page"),
+            duration: batch
+                .column_by_name("duration")
+                .map(|d| d.as_primitive::<Float64Type>()),
+            session_duration: sessions
+                .then(|| batch.f64_column("duration_s"))
+                .transpose()?,
+            session_songs: sessions.then(|| batch.i64_column("songs")).transpose()?,
+        })
+    }
+}
+
+/// A day's maps, looked up by a borrowed key: a key is allocated only when it is new, not
+/// once per row.
+trait KeyedCounts<V> {
+    fn slot(&mut self, key: &str) -> &mut V;
+}
+
+macro_rules! keyed_counts {
+    ($($map:ty),*) => {$(
+        impl<V: Default> KeyedCounts<V> for $map {
+            fn slot(&mut self, key: &str) -> &mut V {
+                if !self.contains_key(key) {
+                    self.insert(key.to_string(), V::default());
+                }
+                self.get_mut(key).expect("inserted above")
+            }
+        }
+    )*};
+}
+
+keyed_counts!(BTreeMap<String, V>, HashMap<String, V, FixedState>);
+
 impl Kpis {
-    fn count(
-        &mut self,
-        topic: &str,
-        batch: &RecordBatch,
-        row: usize,
-        ms: i64,
-    ) -> Result<(), PluginError> {
+    /// Counts one row into its day; `key` is scratch space for the joined map keys.
+    fn count(&mut self, columns: &Columns<'_>, row: usize, ms: i64, key: &mut String) {
         let day = self.state.days.entry(ms.div_euclid(DAY_MS)).or_default();
-        if topic == "sessions" {
-            let duration = batch.f64_column("duration_s")?.value(row);
-            let songs = batch.i64_column("songs")?.value(row);
-            day.sessions.push((duration, songs));
-            return Ok(());
+        if columns.topic == Topic::Sessions {
+            let (duration, songs) = (columns.session_duration, columns.session_songs);
+            day.sessions.push((
+                duration.map_or(0.0, |d| d.value(row)),
+                songs.map_or(0, |s| s.value(row)),
+            ));
+            return;
         }
-        let user = batch
-            .column_by_name("userId")
-            .map(|c| c.as_primitive::<sluice_sdk::arrow_array::types::Int64Type>());
-        let level = text(batch, "level", row).unwrap_or_default();
-        if let Some(user) = user.filter(|u| u.is_valid(row)) {
-            day.users_by_level
-                .entry(level.clone())
-                .or_default()
-                .insert(user.value(row));
+        let level = text(columns.level, row).unwrap_or_default();
+        if let Some(user) = columns.user.filter(|u| u.is_valid(row)) {
+            day.users_by_level.slot(level).insert(user.value(row));
         }
-        match topic {
-            "listen_events" => {
+        match columns.topic {
+            Topic::Listens => {
                 let hour = (ms.rem_euclid(DAY_MS) / 3_600_000) as i32;
                 *day.streams_by_hour.entry(hour).or_default() += 1;
-                let song = format!(
-                    "{}{SEP}{}",
-                    text(batch, "artist", row).unwrap_or_default(),
-                    text(batch, "song", row).unwrap_or_default()
-                );
-                *day.plays_by_song.entry(song).or_default() += 1;
-                let duration = batch
-                    .column_by_name("duration")
-                    .map(|d| d.as_primitive::<Float64Type>())
+                key.clear();
+                key.push_str(text(columns.artist, row).unwrap_or_default());
+                key.push(SEP);
+                key.push_str(text(columns.song, row).unwrap_or_default());
+                *day.plays_by_song.slot(key) += 1;
+                let duration = columns
+                    .duration
                     .filter(|d| d.is_valid(row))
                     .map_or(0.0, |d| d.value(row));
-                let place = format!(
-                    "{}{SEP}{level}",
-                    text(batch, "state", row).unwrap_or_default()
-                );
-                let entry = day.listening.entry(place).or_default();
+                key.clear();
+                key.push_str(text(columns.state, row).unwrap_or_default());
+                key.push(SEP);
+                key.push_str(level);
+                let entry = day.listening.slot(key);
                 entry.0 += duration;
                 entry.1 += 1;
             }
             // `level` is the level before the change.
-            "status_change_events" => match level.as_str() {
+            Topic::StatusChanges => match level {
                 "free" => day.upgrades += 1,
                 "paid" => day.downgrades += 1,
                 _ => {}
             },
-            "page_view_events" => match text(batch, "page", row).as_deref() {
+            Topic::PageViews => match text(columns.page, row) {
                 Some("Cancellation Confirmation") => day.cancellations += 1,
                 Some("Submit Registration") => day.registrations += 1,
                 _ => {}
             },
-            _ => {}
+            Topic::Sessions | Topic::Other => {}
         }
-        Ok(())
     }
 
     fn emit(&self, days: &BTreeMap<i64, Day>, out: &mut Outputs) -> Result<(), PluginError> {
@@ -406,9 +475,10 @@ impl Plugin for Kpis {
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Outputs) -> Result<(), PluginError> {
-        let topic = topic_of(&batch).unwrap_or_default().to_string();
+        let columns = Columns::of(&batch, topic_of(&batch).unwrap_or_default())?;
         let times = times(&batch)?;
         let mut late: Vec<u32> = Vec::new();
+        let mut key = String::new();
         for (row, ms) in times.into_iter().enumerate() {
             let Some(ms) = ms else { continue };
             if self
@@ -419,7 +489,7 @@ impl Plugin for Kpis {
                 late.push(row as u32);
                 continue;
             }
-            self.count(&topic, &batch, row, ms)?;
+            self.count(&columns, row, ms, &mut key);
         }
         if !late.is_empty() {
             let reasons = vec!["late".to_string(); late.len()];
