@@ -68,6 +68,69 @@ impl Session {
         self.songs += other.songs;
         self.listen_seconds += other.listen_seconds;
     }
+
+    /// `self.merge(event.session())` with `event` as the base, as `add` merges: the event's
+    /// attributes win a tie on the start, the session's a tie on the end.
+    fn extend(&mut self, event: &Event<'_>) {
+        if event.ts <= self.start {
+            self.start = event.ts;
+            assign(&mut self.level_start, event.level);
+            assign(&mut self.city, event.city);
+            assign(&mut self.state, event.state);
+            assign(&mut self.first_page, event.page);
+        }
+        if event.ts > self.end {
+            self.end = event.ts;
+            assign(&mut self.level_end, event.level);
+            assign(&mut self.last_page, event.page);
+        }
+        self.events += 1;
+        self.songs += event.played as i64;
+        self.listen_seconds += event.seconds;
+    }
+}
+
+/// One input row, borrowing its strings from the batch.
+struct Event<'a> {
+    user: i64,
+    ts: i64,
+    played: bool,
+    seconds: f64,
+    level: Option<&'a str>,
+    page: Option<&'a str>,
+    city: Option<&'a str>,
+    state: Option<&'a str>,
+}
+
+impl Event<'_> {
+    fn session(&self) -> Session {
+        let owned = |s: Option<&str>| s.map(str::to_string);
+        Session {
+            user: self.user,
+            start: self.ts,
+            end: self.ts,
+            events: 1,
+            songs: self.played as i64,
+            listen_seconds: self.seconds,
+            level_start: owned(self.level),
+            level_end: owned(self.level),
+            city: owned(self.city),
+            state: owned(self.state),
+            first_page: owned(self.page),
+            last_page: owned(self.page),
+        }
+    }
+}
+
+/// Overwrites `to` with `from`, reusing its allocation.
+fn assign(to: &mut Option<String>, from: Option<&str>) {
+    match (to.as_mut(), from) {
+        (Some(to), Some(from)) => {
+            to.clear();
+            to.push_str(from);
+        }
+        (_, from) => *to = from.map(str::to_string),
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -89,18 +152,26 @@ fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a StringArray> {
         .map(|c| c.as_string::<i32>())
 }
 
-fn value(column: Option<&StringArray>, row: usize) -> Option<String> {
-    column
-        .filter(|c| c.is_valid(row))
-        .map(|c| c.value(row).to_string())
+fn value(column: Option<&StringArray>, row: usize) -> Option<&str> {
+    column.filter(|c| c.is_valid(row)).map(|c| c.value(row))
 }
 
 impl Sessionize {
     /// Adds one event, merging every open session of the user it falls within a gap of.
-    fn add(&mut self, event: Session) {
+    fn add(&mut self, event: Event<'_>) {
         let gap = self.config.gap_ms;
         let sessions = self.state.open.entry(event.user).or_default();
-        let mut merged = event;
+        let touches = |s: &Session| event.ts <= s.end + gap && s.start <= event.ts + gap;
+        // Nearly every event extends the one session of its user it touches: update that in
+        // place, without building (and allocating the strings of) a session for the event.
+        // Open sessions are more than a gap apart, so a session extended by an event that
+        // touched only it cannot reach another one.
+        let mut touching = sessions.iter().enumerate().filter(|(_, s)| touches(s));
+        if let (Some((at, _)), None) = (touching.next(), touching.next()) {
+            sessions[at].extend(&event);
+            return;
+        }
+        let mut merged = event.session();
         sessions.retain(|s| {
             let touches = merged.start <= s.end + gap && s.start <= merged.end + gap;
             if touches {
@@ -263,21 +334,15 @@ impl Plugin for Sessionize {
             let seconds = duration
                 .filter(|d| played && d.is_valid(row))
                 .map_or(0.0, |d| d.value(row));
-            let level = value(level, row);
-            let page = value(page, row);
-            self.add(Session {
+            self.add(Event {
                 user: users.value(row),
-                start: t,
-                end: t,
-                events: 1,
-                songs: played as i64,
-                listen_seconds: seconds,
-                level_start: level.clone(),
-                level_end: level,
+                ts: t,
+                played,
+                seconds,
+                level: value(level, row),
+                page: value(page, row),
                 city: value(city, row),
                 state: value(state, row),
-                first_page: page.clone(),
-                last_page: page,
             });
         }
         // Events flow on (to a KPI stage, say): the stage only adds sessions. Late ones are
