@@ -104,3 +104,34 @@ fn the_window_and_rules_are_configurable() {
         "unknown options are refused"
     );
 }
+
+#[test]
+fn only_rows_equal_on_every_data_column_are_duplicates() {
+    // Each row differs from the first in one column only (null against an empty string
+    // included), except the last, which repeats it with another `_offset`.
+    let batch = batch_from_json(
+        listen_schema(),
+        &[
+            r#"{"ts":1793491200000,"auth":"Logged In","userId":1,"level":"paid","state":"NY","song":"","duration":200.5,"_offset":0}"#,
+            r#"{"ts":1793491200000,"auth":"Logged In","userId":1,"level":"paid","state":"NY","duration":200.5,"_offset":1}"#,
+            r#"{"ts":1793491200000,"auth":"Logged In","userId":1,"level":"paid","state":"NY","song":"","duration":200.25,"_offset":2}"#,
+            r#"{"ts":1793491200001,"auth":"Logged In","userId":1,"level":"paid","state":"NY","song":"","duration":200.5,"_offset":3}"#,
+            r#"{"ts":1793491200000,"auth":"Logged In","userId":2,"level":"paid","state":"NY","song":"","duration":200.5,"_offset":4}"#,
+            r#"{"ts":1793491200000,"auth":"Logged In","userId":1,"level":"paid","state":"NJ","song":"","duration":200.5,"_offset":5}"#,
+            r#"{"ts":1793491200000,"auth":"Logged In","userId":1,"level":"paid","state":"NY","song":"","duration":200.5,"_offset":6}"#,
+        ],
+    )
+    .unwrap();
+    let out = Harness::<Clean>::new("{}")
+        .unwrap()
+        .process(&batch)
+        .unwrap();
+    let offsets = |output: &str| -> Vec<i64> {
+        out.output(output)
+            .iter()
+            .flat_map(|b| b.i64_column("_offset").unwrap().values().to_vec())
+            .collect()
+    };
+    assert_eq!(offsets("out"), vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(offsets("rejects"), vec![6]);
+}
