@@ -74,6 +74,26 @@ fn clean_wasm_runs_through_the_host_runtime() {
 }
 
 #[test]
+fn an_input_a_plugin_passes_on_unchanged_comes_back_as_the_hosts_own_arrays() {
+    // sessionize sends every event on: the SDK sends a marker instead of the rows, and the
+    // host hands on the batch it sent, not a copy decoded from the sandbox.
+    let mut stage = load_plugin("sessionize", "{}", Limits::default()).unwrap();
+    let events = events();
+    let outputs = stage.process("page_view_events", &events).unwrap();
+    let (name, out) = &outputs[0];
+    assert_eq!((name.as_str(), outputs.len()), ("out", 1));
+    assert_eq!(out.num_rows(), events.num_rows());
+    for (sent, back) in events.columns().iter().zip(out.columns()) {
+        assert!(Arc::ptr_eq(sent, back), "a column came back as a copy");
+    }
+    assert_eq!(
+        sluice_sdk::topic_of(out),
+        Some("page_view_events"),
+        "the batch keeps the table the host named"
+    );
+}
+
+#[test]
 fn a_batch_without_the_declared_input_column_fails_with_the_column_name() {
     let mut stage = load_plugin("clean", "{}", Limits::default()).unwrap();
     let batch = RecordBatch::try_new(

@@ -56,15 +56,23 @@ fn with_instance<T>(
     })
 }
 
-fn encode_outputs(outputs: Outputs) -> Result<Vec<Output>, PluginError> {
+/// Encodes the outputs of a call; one that is the call's `input` unchanged goes as a marker
+/// ([`ipc::same_as_input`]).
+fn encode_outputs(
+    outputs: Outputs,
+    input: Option<&arrow_array::RecordBatch>,
+) -> Result<Vec<Output>, PluginError> {
     outputs
         .into_batches()
         .into_iter()
         .map(|(name, batch)| {
-            Ok(Output {
-                name,
-                batch: ipc::encode(&batch)?,
-            })
+            let batch = match input {
+                Some(input) if ipc::is_input(input, &batch) => {
+                    ipc::encode(&ipc::same_as_input(batch.num_rows())?)?
+                }
+                _ => ipc::encode(&batch)?,
+            };
+            Ok(Output { name, batch })
         })
         .collect()
 }
@@ -87,8 +95,8 @@ pub fn process(batch: Vec<u8>) -> Result<Vec<Output>, String> {
     with_instance(|plugin| {
         let batch = ipc::decode(batch)?;
         let mut out = Outputs::new();
-        plugin.process(batch, &mut out)?;
-        encode_outputs(out)
+        plugin.process(batch.clone(), &mut out)?;
+        encode_outputs(out, Some(&batch))
     })
 }
 
@@ -96,7 +104,7 @@ pub fn on_watermark(event_time_ms: i64) -> Result<Vec<Output>, String> {
     with_instance(|plugin| {
         let mut out = Outputs::new();
         plugin.on_watermark(event_time_ms, &mut out)?;
-        encode_outputs(out)
+        encode_outputs(out, None)
     })
 }
 

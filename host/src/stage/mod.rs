@@ -115,9 +115,12 @@ impl WasmStage {
         }
     }
 
+    /// Decodes what a call returned; an output the plugin marked as its input unchanged
+    /// ([`ipc::same_as_input`]) is `input`, the batch the host sent.
     fn decode_outputs(
         &self,
         outputs: Vec<runtime::WitOutput>,
+        input: Option<&RecordBatch>,
     ) -> Result<Vec<(String, RecordBatch)>, StageError> {
         outputs
             .into_iter()
@@ -126,7 +129,18 @@ impl WasmStage {
                 let batch = ipc::decode(output.batch).map_err(|e| {
                     self.error(format!("output `{name}` is not valid Arrow IPC: {e}"))
                 })?;
-                Ok((name, batch))
+                if !ipc::is_same_as_input(&batch) {
+                    return Ok((name, batch));
+                }
+                match input {
+                    Some(input) if input.num_rows() == batch.num_rows() => {
+                        Ok((name, input.clone()))
+                    }
+                    _ => Err(self.error(format!(
+                        "output `{name}` is marked as the input batch, but there is no input of {} rows",
+                        batch.num_rows()
+                    ))),
+                }
             })
             .collect()
     }
@@ -147,7 +161,7 @@ impl WasmStage {
             .instance
             .on_watermark(event_time_ms)
             .map_err(|e| self.call_error(e))?;
-        self.decode_outputs(outputs)
+        self.decode_outputs(outputs, None)
     }
 
     pub fn snapshot(&mut self) -> Result<Vec<u8>, StageError> {
@@ -184,6 +198,6 @@ impl WasmStage {
             .instance
             .process(&bytes)
             .map_err(|e| self.call_error(e))?;
-        self.decode_outputs(outputs)
+        self.decode_outputs(outputs, Some(batch))
     }
 }
