@@ -13,6 +13,14 @@ pub trait BatchExt {
     fn i64_column(&self, name: &str) -> Result<&Int64Array, PluginError>;
     fn i32_column(&self, name: &str) -> Result<&Int32Array, PluginError>;
     fn f64_column(&self, name: &str) -> Result<&Float64Array, PluginError>;
+    /// The column as strings when the batch has it as `Utf8`; `None` otherwise, for columns a
+    /// plugin reads only where a topic carries them.
+    fn optional_string_column(&self, name: &str) -> Option<&StringArray>;
+}
+
+/// Row `row` of an optional string column: `None` for a missing column or a null.
+pub fn string_at(column: Option<&StringArray>, row: usize) -> Option<&str> {
+    column.filter(|c| c.is_valid(row)).map(|c| c.value(row))
 }
 
 fn expect<'a>(
@@ -54,5 +62,11 @@ impl BatchExt for RecordBatch {
     fn f64_column(&self, name: &str) -> Result<&Float64Array, PluginError> {
         Ok(expect(name, self.column_named(name)?, &DataType::Float64)?
             .as_primitive::<Float64Type>())
+    }
+
+    fn optional_string_column(&self, name: &str) -> Option<&StringArray> {
+        self.column_by_name(name)
+            .filter(|c| c.data_type() == &DataType::Utf8)
+            .map(|c| c.as_string::<i32>())
     }
 }

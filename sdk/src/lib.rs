@@ -35,7 +35,7 @@ pub mod state;
 #[doc(hidden)]
 pub mod __wasm;
 
-pub use batch_ext::BatchExt;
+pub use batch_ext::{BatchExt, string_at};
 pub use error::PluginError;
 pub use outputs::Outputs;
 pub use plugin::{Config, Plugin, PluginInfo};
@@ -92,7 +92,7 @@ pub fn with_topic(batch: &arrow_array::RecordBatch, topic: &str) -> arrow_array:
 /// What most plugins need in scope.
 pub mod prelude {
     pub use crate::{
-        BatchExt, Config, Outputs, Plugin, PluginError, PluginInfo, topic_of, with_key,
+        BatchExt, Config, Outputs, Plugin, PluginError, PluginInfo, string_at, topic_of, with_key,
     };
     pub use arrow_array::cast::AsArray;
     pub use arrow_array::{

@@ -88,8 +88,11 @@ struct Columns<'a> {
     state: Option<&'a StringArray>,
     page: Option<&'a StringArray>,
     duration: Option<&'a PrimitiveArray<Float64Type>>,
-    session_duration: Option<&'a PrimitiveArray<Float64Type>>,
-    session_songs: Option<&'a PrimitiveArray<Int64Type>>,
+    /// `duration_s` and `songs` of a `sessions` batch.
+    sessions: Option<(
+        &'a PrimitiveArray<Float64Type>,
+        &'a PrimitiveArray<Int64Type>,
+    )>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -99,17 +102,6 @@ enum Topic {
     StatusChanges,
     PageViews,
     Other,
-}
-
-fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a StringArray> {
-    batch
-        .column_by_name(name)
-        .filter(|c| c.data_type() == &DataType::Utf8)
-        .map(|c| c.as_string::<i32>())
-}
-
-fn text(column: Option<&StringArray>, row: usize) -> Option<&str> {
-    column.filter(|c| c.is_valid(row)).map(|c| c.value(row))
 }
 
 /// Epoch ms of each row: `ts` for events, `session_start` for sessions.
@@ -132,24 +124,24 @@ impl<'a> Columns<'a> {
             "page_view_events" => Topic::PageViews,
             _ => Topic::Other,
         };
-        let sessions = topic == Topic::Sessions;
+        let sessions = match topic {
+            Topic::Sessions => Some((batch.f64_column("duration_s")?, batch.i64_column("songs")?)),
+            _ => None,
+        };
         Ok(Columns {
             topic,
             user: batch
                 .column_by_name("userId")
                 .map(|c| c.as_primitive::<Int64Type>()),
-            level: strings(batch, "level"),
-            artist: strings(batch, "artist"),
-            song: strings(batch, "song"),
-            state: strings(batch, "state"),
-            page: strings(batch, "page"),
+            level: batch.optional_string_column("level"),
+            artist: batch.optional_string_column("artist"),
+            song: batch.optional_string_column("song"),
+            state: batch.optional_string_column("state"),
+            page: batch.optional_string_column("page"),
             duration: batch
                 .column_by_name("duration")
                 .map(|d| d.as_primitive::<Float64Type>()),
-            session_duration: sessions
-                .then(|| batch.f64_column("duration_s"))
-                .transpose()?,
-            session_songs: sessions.then(|| batch.i64_column("songs")).transpose()?,
+            sessions,
         })
     }
 }
@@ -179,15 +171,11 @@ impl Kpis {
     /// Counts one row into its day; `key` is scratch space for the joined map keys.
     fn count(&mut self, columns: &Columns<'_>, row: usize, ms: i64, key: &mut String) {
         let day = self.state.days.entry(ms.div_euclid(DAY_MS)).or_default();
-        if columns.topic == Topic::Sessions {
-            let (duration, songs) = (columns.session_duration, columns.session_songs);
-            day.sessions.push((
-                duration.map_or(0.0, |d| d.value(row)),
-                songs.map_or(0, |s| s.value(row)),
-            ));
+        if let Some((duration, songs)) = columns.sessions {
+            day.sessions.push((duration.value(row), songs.value(row)));
             return;
         }
-        let level = text(columns.level, row).unwrap_or_default();
+        let level = string_at(columns.level, row).unwrap_or_default();
         if let Some(user) = columns.user.filter(|u| u.is_valid(row)) {
             day.users_by_level.slot(level).insert(user.value(row));
         }
@@ -196,16 +184,16 @@ impl Kpis {
                 let hour = (ms.rem_euclid(DAY_MS) / 3_600_000) as i32;
                 *day.streams_by_hour.entry(hour).or_default() += 1;
                 key.clear();
-                key.push_str(text(columns.artist, row).unwrap_or_default());
+                key.push_str(string_at(columns.artist, row).unwrap_or_default());
                 key.push(SEP);
-                key.push_str(text(columns.song, row).unwrap_or_default());
+                key.push_str(string_at(columns.song, row).unwrap_or_default());
                 *day.plays_by_song.slot(key) += 1;
                 let duration = columns
                     .duration
                     .filter(|d| d.is_valid(row))
                     .map_or(0.0, |d| d.value(row));
                 key.clear();
-                key.push_str(text(columns.state, row).unwrap_or_default());
+                key.push_str(string_at(columns.state, row).unwrap_or_default());
                 key.push(SEP);
                 key.push_str(level);
                 let entry = day.listening.slot(key);
@@ -218,7 +206,7 @@ impl Kpis {
                 "paid" => day.downgrades += 1,
                 _ => {}
             },
-            Topic::PageViews => match text(columns.page, row) {
+            Topic::PageViews => match string_at(columns.page, row) {
                 Some("Cancellation Confirmation") => day.cancellations += 1,
                 Some("Submit Registration") => day.registrations += 1,
                 _ => {}

@@ -145,17 +145,6 @@ pub struct Sessionize {
     state: State,
 }
 
-fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a StringArray> {
-    batch
-        .column_by_name(name)
-        .filter(|c| c.data_type() == &DataType::Utf8)
-        .map(|c| c.as_string::<i32>())
-}
-
-fn value(column: Option<&StringArray>, row: usize) -> Option<&str> {
-    column.filter(|c| c.is_valid(row)).map(|c| c.value(row))
-}
-
 impl Sessionize {
     /// Adds one event, merging every open session of the user it falls within a gap of.
     fn add(&mut self, event: Event<'_>) {
@@ -306,12 +295,12 @@ impl Plugin for Sessionize {
         let users = batch.i64_column("userId")?;
         let ts = batch.i64_column("ts")?;
         let (page, level, city, state) = (
-            strings(&batch, "page"),
-            strings(&batch, "level"),
-            strings(&batch, "city"),
-            strings(&batch, "state"),
+            batch.optional_string_column("page"),
+            batch.optional_string_column("level"),
+            batch.optional_string_column("city"),
+            batch.optional_string_column("state"),
         );
-        let song = strings(&batch, "song");
+        let song = batch.optional_string_column("song");
         let duration = batch
             .column_by_name("duration")
             .filter(|c| c.data_type() == &DataType::Float64)
@@ -339,10 +328,10 @@ impl Plugin for Sessionize {
                 ts: t,
                 played,
                 seconds,
-                level: value(level, row),
-                page: value(page, row),
-                city: value(city, row),
-                state: value(state, row),
+                level: string_at(level, row),
+                page: string_at(page, row),
+                city: string_at(city, row),
+                state: string_at(state, row),
             });
         }
         // Events flow on (to a KPI stage, say): the stage only adds sessions. Late ones are
