@@ -474,7 +474,9 @@ fn group_offsets_wait_until_clickhouse_has_the_rows() {
         .as_object()
         .unwrap()
         .values()
-        .flat_map(|lane| lane["position"].as_object().unwrap().values())
+        // A lane the consumer group assigned before it read a record has no position yet.
+        .filter_map(|lane| lane["position"].as_object())
+        .flat_map(|position| position.values())
         .map(|offset| offset.as_i64().unwrap())
         .sum();
     assert!(
