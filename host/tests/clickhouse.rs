@@ -287,8 +287,7 @@ fn a_crash_between_insert_and_marker_and_a_sigkill_leave_the_numbers_of_an_unint
     });
     let loaded = loads(&server, "crashed");
     wait_for("more loads", || loads(&server, "crashed") >= loaded + 4);
-    host.kill().unwrap();
-    host.wait().unwrap();
+    host.kill_now();
     assert_success(&run(&crashed, &[]));
 
     assert_eq!(
@@ -331,7 +330,7 @@ fn clickhouse_down_mid_run_holds_the_pipeline_then_everything_arrives_once() {
         log_text()
     );
     server.script("start");
-    let status = host.wait().unwrap();
+    let status = host.wait_exit();
     assert!(status.success(), "{status}:\n{}", log_text());
     assert!(log_text().contains("retrying in"), "{}", log_text());
 

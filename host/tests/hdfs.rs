@@ -284,7 +284,7 @@ fn a_namenode_stopped_mid_run_and_started_again_loses_and_doubles_nothing() {
         log_text()
     );
     cluster.script("namenode-start");
-    let status = host.wait().unwrap();
+    let status = host.wait_exit();
     assert!(status.success(), "{status}\n{}", log_text());
     assert!(
         log_text().contains("failed; retrying in"),

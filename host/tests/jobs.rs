@@ -122,7 +122,7 @@ fn a_stream_with_scheduled_compactions_and_backfills_ends_as_an_unscheduled_run(
     let pipeline = paced("scheduled", &lake, schedule);
     let log = dir.path().join("host.log");
     let mut host = spawn_logged(&pipeline, &log, &[]);
-    let status = host.wait().unwrap();
+    let status = host.wait_exit();
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{log}");
     assert!(log.contains("scheduled job starts"), "{log}");

@@ -14,7 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -147,8 +147,7 @@ fn sigkill_mid_stream_and_restart_is_still_exactly_once() {
         assert!(child.try_wait().unwrap().is_none(), "finished too early");
         commits(&lake, "main") >= 2
     });
-    child.kill().unwrap(); // SIGKILL: no final commit, no goodbye to the group
-    child.wait().unwrap();
+    child.kill_now();
     run(&p);
     assert_exactly_once(&lake, produced);
 }
@@ -171,9 +170,8 @@ fn two_members_split_the_partitions_and_hand_over_on_stop() {
     // A graceful stop: `a` commits, gives its partitions back, and `b` carries on with them.
     let status = first.terminate();
     assert!(status.success(), "a stopped with {status}");
-    let status = second.wait().unwrap();
-    let mut log = String::new();
-    std::io::Read::read_to_string(second.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let status = second.wait_exit();
+    let log = second.log();
     assert!(status.success(), "b: {status}\n{log}");
     assert_exactly_once(&lake, produced);
     let files: Vec<String> = common::parquet_files(&lake.join("bronze"))
@@ -221,7 +219,7 @@ fn the_host_waits_out_a_broker_outage_and_loses_nothing() {
     );
     broker.script("start");
     produced += broker.generate(100_000, 5, &[]);
-    let status = child.wait().unwrap();
+    let status = child.wait_exit();
     assert!(status.success(), "{status}");
     assert_exactly_once(&lake, produced);
 }
@@ -354,21 +352,18 @@ fn streamify_yaml_runs_against_kafka_until_sigterm() {
     let produced = broker.generate(60_000, 8, &[]);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let mut child = Host(
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", "--quiet", "pipelines/streamify.yaml"])
-            .current_dir(repo_root())
-            .env("SLUICE_KAFKA", broker.address())
-            .env("SLUICE_LAKE", format!("file://{}", lake.display()))
-            .env("SLUICE_PLUGIN_DIR", common::plugin_dir())
-            .env("SLUICE_CLICKHOUSE", clickhouse.url())
-            .env("CLICKHOUSE_USER", "sluice")
-            .env("CLICKHOUSE_PASSWORD", common::PASSWORD)
-            .env("SLUICE_ADMIN", "127.0.0.1:18560")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command
+        .args(["run", "--quiet", "pipelines/streamify.yaml"])
+        .current_dir(repo_root())
+        .env("SLUICE_KAFKA", broker.address())
+        .env("SLUICE_LAKE", format!("file://{}", lake.display()))
+        .env("SLUICE_PLUGIN_DIR", common::plugin_dir())
+        .env("SLUICE_CLICKHOUSE", clickhouse.url())
+        .env("CLICKHOUSE_USER", "sluice")
+        .env("CLICKHOUSE_PASSWORD", common::PASSWORD)
+        .env("SLUICE_ADMIN", "127.0.0.1:18560");
+    let mut child = Host::start(command, &dir.path().join("host.log"));
     common::wait_ready("http://127.0.0.1:18560", &mut child);
     wait_for("every event in bronze", || {
         assert!(
@@ -485,7 +480,7 @@ fn group_offsets_wait_until_clickhouse_has_the_rows() {
     );
     assert!(child.try_wait().unwrap().is_none(), "the host gave up");
     clickhouse.script("start");
-    let status = child.wait().unwrap();
+    let status = child.wait_exit();
     assert!(status.success(), "{status}");
 
     assert_exactly_once(&lake, produced);

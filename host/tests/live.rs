@@ -187,7 +187,7 @@ fn a_swapped_stateful_stage_hands_its_state_over() {
     };
     let reference = write("reference", "");
     let mut host = spawn_logged(&reference, &dir.path().join("reference.log"), &[]);
-    assert!(host.wait().unwrap().success());
+    assert!(host.wait_exit().success());
 
     let swapped = write("swapped", ", rate: 10000");
     let mut host = spawn_logged(&swapped, &dir.path().join("swapped.log"), &[]);
@@ -203,7 +203,7 @@ fn a_swapped_stateful_stage_hands_its_state_over() {
     let (status, body) = http("PUT", &url, &plugin("clean.wasm"), None);
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("state would be lost"), "{body}");
-    assert!(host.wait().unwrap().success());
+    assert!(host.wait_exit().success());
     let log = std::fs::read_to_string(dir.path().join("swapped.log")).unwrap();
     assert_eq!(log.matches("swap: now running").count(), 2, "{log}");
 

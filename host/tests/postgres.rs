@@ -238,7 +238,7 @@ fn a_crash_before_a_load_commits_and_a_server_crash_mid_run_leave_exactly_the_la
         log_text()
     );
     server.0.script("start");
-    let status = host.wait().unwrap();
+    let status = host.wait_exit();
     assert!(status.success(), "{status}:\n{}", log_text());
     assert!(
         log_text().contains("PostgreSQL loading failed; retrying in"),

@@ -8,7 +8,7 @@ use arrow::datatypes::{
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn repo_root() -> PathBuf {
@@ -26,7 +26,54 @@ pub fn sluice(args: &[&str], env: &[(&str, String)]) -> Output {
     for (k, v) in env {
         command.env(k, v);
     }
-    command.output().expect("running sluice")
+    output_within(command, SLUICE_DEADLINE)
+}
+
+/// How long one `sluice` command may take in a test before it is killed and the test fails.
+const SLUICE_DEADLINE: Duration = Duration::from_secs(600);
+
+/// `command`'s output, as `Command::output` gives it, but never a wait without end: past
+/// `limit` the process is killed and the test fails with its threads' stacks and output.
+pub fn output_within(mut command: Command, limit: Duration) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running sluice");
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let stacks = thread_stacks(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = stderr.join().unwrap();
+            panic!(
+                "{command:?} did not end within {limit:?}\n{stacks}\nstderr:\n{}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
 }
 
 pub fn assert_success(output: &Output) -> String {
@@ -172,50 +219,117 @@ pub fn plugin_dir() -> String {
         .to_string()
 }
 
-/// A host process that is killed if the test fails before it ends.
-pub struct Host(pub Child);
+/// How long a test waits for a host to exit before it kills it and fails: a hang becomes a
+/// failure with the host's log instead of a CI run that never ends.
+const HOST_EXIT_DEADLINE: Duration = Duration::from_secs(300);
+
+/// A host process that is killed if the test fails before it ends. Its stderr goes to a file,
+/// never to a pipe: a pipe nobody reads fills up and blocks the host in its next log line.
+pub struct Host {
+    child: Child,
+    log: PathBuf,
+}
 
 impl std::ops::Deref for Host {
     type Target = Child;
     fn deref(&self) -> &Child {
-        &self.0
+        &self.child
     }
 }
 
 impl std::ops::DerefMut for Host {
     fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
+        &mut self.child
     }
 }
 
 impl Host {
+    /// Starts `command` with stdout discarded and stderr written to `log`.
+    pub fn start(mut command: Command, log: &Path) -> Host {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Host {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// What the host has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the host to exit; past `HOST_EXIT_DEADLINE` it kills the host and panics
+    /// with the end of its log.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + HOST_EXIT_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let stacks = thread_stacks(self.child.id());
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let log = self.log();
+                let tail = &log[log.floor_char_boundary(log.len().saturating_sub(8000))..];
+                panic!(
+                    "the host did not exit within {HOST_EXIT_DEADLINE:?}\n{stacks}\nthe end of {}:\n{tail}",
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM, as a service manager stops it; waits for the exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success(), "kill -TERM {pid}");
-        self.0.wait().unwrap()
+        self.wait_exit()
     }
+
+    /// SIGKILL: no final commit, no goodbye to a consumer group.
+    pub fn kill_now(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Where each thread of a process that hangs is, from gdb when the machine has it, so that a
+/// hang is diagnosed from the CI log alone.
+fn thread_stacks(pid: u32) -> String {
+    let Ok(output) = Command::new("timeout")
+        .args(["60", "gdb", "-p", &pid.to_string(), "-batch", "-ex"])
+        .arg("thread apply all bt 30")
+        .output()
+    else {
+        return "(no gdb here for the threads' stacks)".into();
+    };
+    let stacks = String::from_utf8_lossy(&output.stdout);
+    // Only the frames: gdb's own chatter about symbols and threads is noise here.
+    stacks
+        .lines()
+        .filter(|l| l.starts_with('#') || l.starts_with("Thread "))
+        .map(|l| &l[..l.floor_char_boundary(200)])
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-/// `sluice run --quiet PIPELINE` in the background, logging at info to a piped stderr.
+/// `sluice run --quiet PIPELINE` in the background, logging at info to `PIPELINE.log`.
 pub fn spawn(pipeline: &Path) -> Host {
-    Host(
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", "--quiet", pipeline.to_str().unwrap()])
-            .env("SLUICE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
+    spawn_logged(pipeline, &pipeline.with_extension("log"), &[])
 }
 
 /// `sluice run --quiet PIPELINE` in the background with extra environment, logging at info
@@ -226,10 +340,8 @@ pub fn spawn_logged(pipeline: &Path, log: &Path, env: &[(&str, &str)]) -> Host {
         .args(["run", "--quiet"])
         .arg(pipeline)
         .env("SLUICE_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    Host(command.spawn().unwrap())
+        .envs(env.iter().copied());
+    Host::start(command, log)
 }
 
 /// Polls `done` every 50 ms; panics after 180 s.
