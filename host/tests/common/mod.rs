@@ -40,39 +40,50 @@ pub fn output_within(mut command: Command, limit: Duration) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("running sluice");
-    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let stacks = thread_stacks(child.id());
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = stderr.join().unwrap();
-            panic!(
-                "{command:?} did not end within {limit:?}\n{stacks}\nstderr:\n{}",
-                String::from_utf8_lossy(&stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = match exit_within(&mut child, limit) {
+        Ok(status) => status,
+        Err(stacks) => panic!(
+            "{command:?} did not end within {limit:?}\n{stacks}\nstderr:\n{}",
+            String::from_utf8_lossy(&stderr.join().unwrap())
+        ),
     };
     Output {
         status,
         stdout: stdout.join().unwrap(),
         stderr: stderr.join().unwrap(),
+    }
+}
+
+/// Reads a child's pipe to its end on a thread of its own, so that a full pipe never blocks
+/// the child while the test waits for it.
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
+}
+
+/// Waits at most `limit` for `child` to exit. Past it, takes its threads' stacks, kills it and
+/// gives the stacks as the error.
+fn exit_within(child: &mut Child, limit: Duration) -> Result<ExitStatus, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            let stacks = thread_stacks(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(stacks);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -265,24 +276,14 @@ impl Host {
     /// Waits for the host to exit; past `HOST_EXIT_DEADLINE` it kills the host and panics
     /// with the end of its log.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + HOST_EXIT_DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let stacks = thread_stacks(self.child.id());
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let log = self.log();
-                let tail = &log[log.floor_char_boundary(log.len().saturating_sub(8000))..];
-                panic!(
-                    "the host did not exit within {HOST_EXIT_DEADLINE:?}\n{stacks}\nthe end of {}:\n{tail}",
-                    self.log.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        exit_within(&mut self.child, HOST_EXIT_DEADLINE).unwrap_or_else(|stacks| {
+            let log = self.log();
+            let tail = &log[log.floor_char_boundary(log.len().saturating_sub(8000))..];
+            panic!(
+                "the host did not exit within {HOST_EXIT_DEADLINE:?}\n{stacks}\nthe end of {}:\n{tail}",
+                self.log.display()
+            )
+        })
     }
 
     /// SIGTERM, as a service manager stops it; waits for the exit.
