@@ -411,6 +411,18 @@ struct Number<'a> {
     integral: bool,
 }
 
+impl Number<'_> {
+    /// The nearest f64 (JSON's grammar is a subset of what both parsers take; one too large
+    /// is infinite). lexical reads the bytes as they are, where `str::parse` wants a UTF-8
+    /// check first of text `number` has already found to be ASCII.
+    fn to_f64(&self) -> f64 {
+        lexical_core::parse(self.text)
+            .ok()
+            .or_else(|| parse_f64(self.text))
+            .expect("JSON numbers parse as f64")
+    }
+}
+
 impl<'a> Parser<'a> {
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
@@ -671,7 +683,7 @@ impl<'a> Parser<'a> {
                 let value = match self.peek() {
                     Some(b'-' | b'0'..=b'9') => {
                         let number = self.number().map_err(in_field)?;
-                        parse_f64(number.text)
+                        Some(number.to_f64())
                     }
                     Some(b'"') => {
                         let text = self.string_text().map_err(in_field)?;
@@ -685,7 +697,7 @@ impl<'a> Parser<'a> {
                     }
                     _ => return Err(mismatch(self)),
                 };
-                values.push(value.expect("JSON numbers parse as f64"));
+                values.push(value.expect("a number, or a string checked above"));
             }
             (Values::Boolean(values), _) => match self.peek() {
                 Some(b't') => {
@@ -726,7 +738,7 @@ impl<'a> Parser<'a> {
                 {
                     return Ok(value);
                 }
-                let value = parse_f64(number.text).expect("JSON numbers parse as f64");
+                let value = number.to_f64();
                 if value.fract() == 0.0 && (-9.2e18..9.2e18).contains(&value) {
                     return Ok(value as i64);
                 }
@@ -759,7 +771,7 @@ impl<'a> Parser<'a> {
                 {
                     return Ok(value);
                 }
-                let value = parse_f64(number.text).expect("JSON numbers parse as f64");
+                let value = number.to_f64();
                 if value.is_finite() && (-9.2e18..9.2e18).contains(&value) {
                     Ok(value as i64)
                 } else {
@@ -900,6 +912,7 @@ fn parse_i64(text: &[u8]) -> Option<i64> {
     }
 }
 
+/// A string's text as a float, by Rust's grammar (`" 1.5"` no, `"NaN"` and `"1e3"` yes).
 fn parse_f64(text: &[u8]) -> Option<f64> {
     std::str::from_utf8(text).ok()?.parse().ok()
 }
@@ -936,6 +949,45 @@ mod tests {
                 .map(|(i, e)| (i, e.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn numbers_decode_to_the_floats_rust_parses_them_to() {
+        let texts = [
+            "0",
+            "-0",
+            "1",
+            "-1.5",
+            "3.141592653589793",
+            "2.2250738585072014e-308",
+            "5e-324",
+            "1.7976931348623157e308",
+            "1e400",
+            "-1e400",
+            "1E5",
+            "1e+5",
+            "12345678901234567890.5",
+            "0.1000000000000000055511151231257827",
+            "-122.41940",
+            "237.81832",
+            "4e-3",
+        ];
+        let schema = Arc::new(Schema::new(vec![ArrowField::new(
+            "f",
+            DataType::Float64,
+            true,
+        )]));
+        let lines: Vec<String> = texts.iter().map(|t| format!("{{\"f\":{t}}}")).collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (batch, failed) = decode(schema, &lines);
+        assert!(failed.is_empty(), "{failed:?}");
+        let decoded = batch
+            .column(0)
+            .as_primitive::<arrow::datatypes::Float64Type>();
+        for (row, text) in texts.iter().enumerate() {
+            let expected: f64 = text.parse().unwrap();
+            assert_eq!(decoded.value(row).to_bits(), expected.to_bits(), "{text}");
+        }
     }
 
     #[test]
