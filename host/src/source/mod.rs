@@ -66,6 +66,12 @@ impl RawBatch {
 
     pub fn push(&mut self, record: &[u8], offset: i64) {
         self.data.extend_from_slice(record);
+        self.end_record(offset);
+    }
+
+    /// Ends the record a source has written into `data` itself, after the previous one (a
+    /// reader that fills `data` directly saves copying each record once more).
+    pub fn end_record(&mut self, offset: i64) {
         self.ends.push(self.data.len());
         self.data.push(b'\n');
         self.offsets.push(offset);
