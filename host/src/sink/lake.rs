@@ -579,9 +579,14 @@ impl LakeWriter {
             return Ok(());
         }
         for (dir, rows) in partition(batch, partitioning)? {
-            let part = match rows {
-                None => batch.clone(),
-                Some(indices) => take_record_batch(batch, &UInt32Array::from(indices))?,
+            let parts = match rows {
+                Rows::Runs(runs) => runs
+                    .into_iter()
+                    .map(|run| batch.slice(run.start, run.len()))
+                    .collect(),
+                Rows::Scattered(indices) => {
+                    vec![take_record_batch(batch, &UInt32Array::from(indices))?]
+                }
             };
             let mut key = format!("{layer}/{table}");
             if !dir.is_empty() {
@@ -591,28 +596,35 @@ impl LakeWriter {
             let file = match self.open.entry(key.clone()) {
                 std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
                 std::collections::btree_map::Entry::Vacant(entry) => {
-                    let properties = properties_for(&self.properties, &part);
-                    let writer = parquet_writer(&properties, part.schema())?;
+                    // Encodings are chosen from the largest part: a run may be one stray row.
+                    let sample = parts
+                        .iter()
+                        .max_by_key(|part| part.num_rows())
+                        .expect("a directory has rows");
+                    let properties = properties_for(&self.properties, sample);
+                    let writer = parquet_writer(&properties, batch.schema())?;
                     entry.insert(OpenFile {
                         layer: layer.to_string(),
-                        schema: part.schema(),
+                        schema: batch.schema(),
                         writer,
                         rows: 0,
                     })
                 }
             };
-            if file.schema != part.schema() {
+            if file.schema != batch.schema() {
                 return Err(LakeError::SchemaChanged {
                     table: key,
                     detail: format!(
                         "open file has {:?}, batch has {:?}",
                         file.schema.fields(),
-                        part.schema().fields()
+                        batch.schema().fields()
                     ),
                 });
             }
-            file.writer.write(&part)?;
-            file.rows += part.num_rows() as u64;
+            for part in &parts {
+                file.writer.write(part)?;
+                file.rows += part.num_rows() as u64;
+            }
         }
         Ok(())
     }
@@ -994,8 +1006,23 @@ pub fn commit_path(pipeline: &str, instance: &str, epoch: u64) -> String {
     format!("_commits/{pipeline}/{instance}/{epoch:010}.json")
 }
 
-/// A partition directory (`k=v/k=v`) and its rows; `None` means the whole batch.
-type PartitionRows = (String, Option<Vec<u32>>);
+/// Which rows of a batch go to one partition directory.
+#[derive(Debug, PartialEq)]
+enum Rows {
+    /// Runs of consecutive rows: slices of the batch, no copy. Input ordered by time (files,
+    /// a Kafka partition) splits this way, at day and hour boundaries and around the odd
+    /// record of another day.
+    Runs(Vec<std::ops::Range<usize>>),
+    /// Rows in no useful order, gathered into a copy.
+    Scattered(Vec<u32>),
+}
+
+/// A directory whose rows come in more runs than this gets a copy of them instead: each
+/// write of a slice costs a call per column.
+const MAX_RUNS: usize = 8;
+
+/// A partition directory (`k=v/k=v`) and its rows.
+type PartitionRows = (String, Rows);
 
 /// Splits a batch by partition directory. Rows are grouped by integer codes; a directory name
 /// is formatted once per group, not once per row.
@@ -1003,10 +1030,10 @@ fn partition(
     batch: &RecordBatch,
     partitioning: &Partitioning,
 ) -> Result<Vec<PartitionRows>, LakeError> {
-    if partitioning.keys.is_empty() {
-        return Ok(vec![(String::new(), None)]);
-    }
     let rows = batch.num_rows();
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
     // `group[row]` identifies the combination of key values seen so far; `paths[group]` holds
     // the directory of each combination.
     let mut group = vec![0u32; rows];
@@ -1015,8 +1042,18 @@ fn partition(
         let (codes, values) = key_codes(batch, key, &partitioning.event_time)?;
         let mut combined: HashMap<(u32, u32), u32> = HashMap::new();
         let mut next_paths = Vec::new();
+        // Neighbouring rows nearly always share their directory: the map is asked only when
+        // a row's combination differs from the one before it.
+        let mut last: Option<((u32, u32), u32)> = None;
         for (g, code) in group.iter_mut().zip(codes) {
-            *g = *combined.entry((*g, code)).or_insert_with(|| {
+            if let Some((seen, next)) = last
+                && seen == (*g, code)
+            {
+                *g = next;
+                continue;
+            }
+            let seen = (*g, code);
+            *g = *combined.entry(seen).or_insert_with(|| {
                 let parent = &paths[*g as usize];
                 let value = &values[code as usize];
                 next_paths.push(if parent.is_empty() {
@@ -1026,20 +1063,30 @@ fn partition(
                 });
                 (next_paths.len() - 1) as u32
             });
+            last = Some((seen, *g));
         }
         paths = next_paths;
     }
-    if paths.len() == 1 {
-        return Ok(vec![(paths.pop().expect("one group"), None)]);
-    }
-    let mut indices: Vec<Vec<u32>> = vec![Vec::new(); paths.len()];
-    for (row, g) in group.iter().enumerate() {
-        indices[*g as usize].push(row as u32);
+    // Each group's runs of consecutive rows.
+    let mut runs: Vec<Vec<std::ops::Range<usize>>> = vec![Vec::new(); paths.len()];
+    let mut start = 0;
+    for row in 1..=rows {
+        if row == rows || group[row] != group[start] {
+            runs[group[start] as usize].push(start..row);
+            start = row;
+        }
     }
     let mut parts: Vec<PartitionRows> = paths
         .into_iter()
-        .zip(indices)
-        .map(|(dir, rows)| (dir, Some(rows)))
+        .zip(runs)
+        .map(|(dir, runs)| {
+            let rows = if runs.len() <= MAX_RUNS {
+                Rows::Runs(runs)
+            } else {
+                Rows::Scattered(runs.into_iter().flatten().map(|row| row as u32).collect())
+            };
+            (dir, rows)
+        })
         .collect();
     parts.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(parts)
@@ -1062,24 +1109,31 @@ fn key_codes(
                 (3_600_000, "%H")
             };
             let mut seen: HashMap<Option<i64>, u32> = HashMap::new();
+            let mut last: Option<(Option<i64>, u32)> = None;
             let millis = epoch_millis(batch, event_time);
             for row in 0..rows {
                 let ms = millis
                     .as_ref()
                     .filter(|ms| ms.is_valid(row))
                     .map(|ms| ms.value(row));
-                let code = *seen
-                    .entry(ms.map(|ms| ms.div_euclid(unit)))
-                    .or_insert_with(|| {
-                        values.push(
-                            ms.and_then(chrono::DateTime::from_timestamp_millis)
-                                .map_or_else(
-                                    || NULL_PARTITION.to_string(),
-                                    |t| t.format(format).to_string(),
-                                ),
-                        );
-                        (values.len() - 1) as u32
-                    });
+                let period = ms.map(|ms| ms.div_euclid(unit));
+                if let Some((previous, code)) = last
+                    && previous == period
+                {
+                    codes.push(code);
+                    continue;
+                }
+                let code = *seen.entry(period).or_insert_with(|| {
+                    values.push(
+                        ms.and_then(chrono::DateTime::from_timestamp_millis)
+                            .map_or_else(
+                                || NULL_PARTITION.to_string(),
+                                |t| t.format(format).to_string(),
+                            ),
+                    );
+                    (values.len() - 1) as u32
+                });
+                last = Some((period, code));
                 codes.push(code);
             }
         }
@@ -1137,4 +1191,140 @@ pub fn partition_value(value: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+// `vec![a..b]`: a list of one run is what these tests mean.
+#[allow(clippy::single_range_in_vec_init)]
+mod tests {
+    use super::*;
+    use arrow::array::StringArray;
+
+    const DAY: i64 = 86_400_000;
+
+    fn batch(ts: &[i64]) -> RecordBatch {
+        let names: StringArray = ts.iter().map(|t| Some(format!("row at {t}"))).collect();
+        RecordBatch::try_from_iter([
+            ("ts", Arc::new(Int64Array::from(ts.to_vec())) as _),
+            ("name", Arc::new(names) as _),
+        ])
+        .unwrap()
+    }
+
+    fn by(keys: &[&str]) -> Partitioning {
+        Partitioning {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            event_time: "ts".into(),
+        }
+    }
+
+    #[test]
+    fn rows_in_time_order_split_into_runs_at_day_boundaries() {
+        let parts =
+            partition(&batch(&[10, 20, DAY + 1, DAY + 2, DAY + 3]), &by(&["date"])).unwrap();
+        assert_eq!(
+            parts,
+            vec![
+                ("date=1970-01-01".to_string(), Rows::Runs(vec![0..2])),
+                ("date=1970-01-02".to_string(), Rows::Runs(vec![2..5])),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stray_row_of_another_day_splits_a_run_and_many_make_a_copy() {
+        let parts = partition(&batch(&[10, 20, 5 * DAY, 30, 40]), &by(&["date"])).unwrap();
+        assert_eq!(
+            parts,
+            vec![
+                ("date=1970-01-01".to_string(), Rows::Runs(vec![0..2, 3..5])),
+                ("date=1970-01-06".to_string(), Rows::Runs(vec![2..3])),
+            ]
+        );
+        // Days alternating row by row: more runs than slices are worth.
+        let ts: Vec<i64> = (0..2 * MAX_RUNS as i64 + 2)
+            .map(|n| (n % 2) * DAY + n)
+            .collect();
+        let parts = partition(&batch(&ts), &by(&["date"])).unwrap();
+        let even: Vec<u32> = (0..ts.len() as u32).filter(|n| n % 2 == 0).collect();
+        let odd: Vec<u32> = (0..ts.len() as u32).filter(|n| n % 2 == 1).collect();
+        assert_eq!(
+            parts,
+            vec![
+                ("date=1970-01-01".to_string(), Rows::Scattered(even)),
+                ("date=1970-01-02".to_string(), Rows::Scattered(odd)),
+            ]
+        );
+    }
+
+    #[test]
+    fn one_directory_or_no_keys_is_one_run_of_the_whole_batch() {
+        let rows = batch(&[1, 2, 3]);
+        assert_eq!(
+            partition(&rows, &by(&["date", "hour"])).unwrap(),
+            vec![(
+                "date=1970-01-01/hour=00".to_string(),
+                Rows::Runs(vec![0..3])
+            )]
+        );
+        assert_eq!(
+            partition(&rows, &by(&[])).unwrap(),
+            vec![(String::new(), Rows::Runs(vec![0..3]))]
+        );
+    }
+
+    #[test]
+    fn keys_combine_into_nested_directories() {
+        let hour = 3_600_000;
+        let ts = [1, hour + 1, DAY + 1, DAY + 2, hour + 2];
+        let parts = partition(&batch(&ts), &by(&["date", "hour"])).unwrap();
+        assert_eq!(
+            parts,
+            vec![
+                (
+                    "date=1970-01-01/hour=00".to_string(),
+                    Rows::Runs(vec![0..1])
+                ),
+                (
+                    "date=1970-01-01/hour=01".to_string(),
+                    Rows::Runs(vec![1..2, 4..5])
+                ),
+                (
+                    "date=1970-01-02/hour=00".to_string(),
+                    Rows::Runs(vec![2..4])
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_directory_written_in_slices_holds_every_row_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = LakeUri::Local(dir.path().to_path_buf());
+        let mut lake = LakeWriter::new(&uri, 1).unwrap();
+        let ts = [10, 20, 5 * DAY, 30, 40];
+        lake.write("bronze", "t", &batch(&ts), &by(&["date"]))
+            .unwrap();
+        let file = &lake.open["bronze/t/date=1970-01-01"];
+        assert_eq!(file.rows, 4);
+        let bytes = bytes::Bytes::from(
+            lake.open
+                .remove("bronze/t/date=1970-01-01")
+                .unwrap()
+                .writer
+                .into_inner()
+                .unwrap(),
+        );
+        let read: Vec<RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes, 1024)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let read = arrow::compute::concat_batches(&read[0].schema(), &read).unwrap();
+        assert_eq!(
+            read.column(0).as_primitive::<Int64Type>().values(),
+            &[10, 20, 30, 40]
+        );
+        assert_eq!(read.column(1).as_string::<i32>().value(2), "row at 30");
+    }
 }
