@@ -143,11 +143,24 @@ fn normalised(value: &str, case: Case) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Whether `normalised` would give `value` back as it is. Nearly every value of a column
+/// that keeps its case starts and ends with a visible ASCII character, and then trimming
+/// cannot change it: two bytes tell, where `trim` decodes characters from both ends.
+fn is_normalised(value: &str, case: Case) -> bool {
+    let visible = |b: &u8| b.is_ascii() && !(*b as char).is_whitespace();
+    let bytes = value.as_bytes();
+    if matches!(case, Case::Keep)
+        && bytes.first().is_none_or(visible)
+        && bytes.last().is_none_or(visible)
+    {
+        return true;
+    }
+    matches!(normalised(value, case), std::borrow::Cow::Borrowed(n) if n.len() == value.len())
+}
+
 fn normalise_strings(column: &ArrayRef, case: Case) -> ArrayRef {
     let strings = column.as_string::<i32>();
-    let unchanged = strings.iter().flatten().all(
-        |v| matches!(normalised(v, case), std::borrow::Cow::Borrowed(n) if n.len() == v.len()),
-    );
+    let unchanged = strings.iter().flatten().all(|v| is_normalised(v, case));
     if unchanged {
         return column.clone();
     }
@@ -171,28 +184,54 @@ fn duplicate_rows(batch: &RecordBatch) -> Result<Vec<bool>, PluginError> {
         .filter(|(field, _)| !field.name().starts_with('_'))
         .map(|(_, column)| column.clone())
         .collect();
-    let hashes = row_hashes(&columns, batch.num_rows());
-    let mut seen = HashSet::with_capacity_and_hasher(hashes.len(), FixedState::default());
-    Ok(hashes
-        .into_iter()
-        .enumerate()
-        .map(|(index, hash)| {
-            !seen.insert(Row {
-                hash,
-                index,
-                columns: &columns,
-            })
-        })
-        .collect())
+    let rows = batch.num_rows();
+    // Fixed-width columns first: they are cheap to hash, and in event data (times, ids,
+    // counters) nearly unique per row together. Strings are hashed only when those leave
+    // too many different rows with the same hash.
+    let (fixed, rest): (Vec<ArrayRef>, Vec<ArrayRef>) = columns
+        .iter()
+        .cloned()
+        .partition(|c| c.data_type().primitive_width().is_some());
+    let mut hashes = vec![0u64; rows];
+    mix_row_hashes(&mut hashes, &fixed);
+    if let Some(repeats) = repeated_rows(&hashes, &columns, rows / 64) {
+        return Ok(repeats);
+    }
+    mix_row_hashes(&mut hashes, &rest);
+    Ok(repeated_rows(&hashes, &columns, usize::MAX).expect("no limit on collisions"))
 }
 
-/// A row of a batch, hashed by [`row_hashes`] and compared value by value. Rows are hashed
-/// column by column straight from the Arrow buffers: encoding every row with arrow-row first
-/// was half of the plugin's time.
+/// Marks every row equal on all `columns` to an earlier one, finding candidates by `hashes`;
+/// `None` once more than `collisions` rows met a different row with their hash.
+// A `Row`'s cell counts comparisons; it takes no part in its hash or equality.
+#[allow(clippy::mutable_key_type)]
+fn repeated_rows(hashes: &[u64], columns: &[ArrayRef], collisions: usize) -> Option<Vec<bool>> {
+    let met = std::cell::Cell::new(0);
+    let mut seen = HashSet::with_capacity_and_hasher(hashes.len(), FixedState::default());
+    let mut repeats = Vec::with_capacity(hashes.len());
+    for (index, &hash) in hashes.iter().enumerate() {
+        repeats.push(!seen.insert(Row {
+            hash,
+            index,
+            columns,
+            collisions: &met,
+        }));
+        if met.get() > collisions {
+            return None;
+        }
+    }
+    Some(repeats)
+}
+
+/// A row of a batch, found by its hash ([`mix_row_hashes`]) and compared value by value.
+/// Rows are hashed column by column straight from the Arrow buffers: encoding every row with
+/// arrow-row first was half of the plugin's time.
 struct Row<'a> {
     hash: u64,
     index: usize,
     columns: &'a [ArrayRef],
+    /// Comparisons of rows with equal hashes that found them different.
+    collisions: &'a std::cell::Cell<usize>,
 }
 
 impl std::hash::Hash for Row<'_> {
@@ -205,22 +244,28 @@ impl PartialEq for Row<'_> {
     // Only rows whose hashes match get here — duplicates, nearly always — so comparing
     // one-row slices (which allocates) costs nothing that matters.
     fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash
-            && self
-                .columns
-                .iter()
-                .all(|c| *c.slice(self.index, 1) == *c.slice(other.index, 1))
+        if self.hash != other.hash {
+            return false;
+        }
+        let equal = self
+            .columns
+            .iter()
+            .all(|c| *c.slice(self.index, 1) == *c.slice(other.index, 1));
+        if !equal {
+            self.collisions.set(self.collisions.get() + 1);
+        }
+        equal
     }
 }
 
 impl Eq for Row<'_> {}
 
-/// One hash per row over all `columns`. Strings and fixed-width values are hashed; a column of
-/// any other type adds nothing to the hash (its rows are still compared in full).
-fn row_hashes(columns: &[ArrayRef], rows: usize) -> Vec<u64> {
+/// Mixes each row's values of `columns` into its hash. Strings and fixed-width values are
+/// hashed; a column of any other type adds nothing (its rows are still compared in full).
+fn mix_row_hashes(hashes: &mut [u64], columns: &[ArrayRef]) {
     // A fast unkeyed hash is safe: rows are compared in full on a hash match.
     let state = FixedState::default();
-    let mut hashes = vec![0u64; rows];
+    let rows = hashes.len();
     for column in columns {
         let nulls = column.logical_nulls();
         let valid = |row: usize| nulls.as_ref().is_none_or(|n| n.is_valid(row));
@@ -246,7 +291,6 @@ fn row_hashes(columns: &[ArrayRef], rows: usize) -> Vec<u64> {
             }
         }
     }
-    hashes
 }
 
 /// A null hashes like an empty value; rows are compared in full on a hash match anyway.

@@ -135,3 +135,70 @@ fn only_rows_equal_on_every_data_column_are_duplicates() {
     assert_eq!(offsets("out"), vec![0, 1, 2, 3, 4, 5]);
     assert_eq!(offsets("rejects"), vec![6]);
 }
+
+/// 512 rows with every third one repeating the row before it, whose fixed-width columns
+/// either tell the rows apart (`distinct_numbers`) or are the same in every row, so that only
+/// the strings do: duplicates are found the same either way.
+fn rows_with_repeats(distinct_numbers: bool) -> Vec<String> {
+    let mut lines = Vec::new();
+    for n in 0..512i64 {
+        let id = if n % 3 == 2 { n - 1 } else { n };
+        let ts = if distinct_numbers {
+            1793491200000 + id
+        } else {
+            1793491200000
+        };
+        lines.push(format!(
+            r#"{{"ts":{ts},"auth":"Logged In","userId":7,"level":"paid","state":"NY","song":"song {id}","duration":200.5,"_offset":{n}}}"#
+        ));
+    }
+    lines
+}
+
+#[test]
+fn duplicates_are_found_whether_numbers_or_only_strings_tell_rows_apart() {
+    for distinct_numbers in [true, false] {
+        let lines = rows_with_repeats(distinct_numbers);
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let batch = batch_from_json(listen_schema(), &lines).unwrap();
+        let out = Harness::<Clean>::new("{}")
+            .unwrap()
+            .process(&batch)
+            .unwrap();
+        let rejected: Vec<i64> = out
+            .output("rejects")
+            .iter()
+            .flat_map(|b| b.i64_column("_offset").unwrap().values().to_vec())
+            .collect();
+        let expected: Vec<i64> = (0..512).filter(|n| n % 3 == 2).collect();
+        assert_eq!(rejected, expected, "distinct numbers: {distinct_numbers}");
+        let kept: usize = out.output("out").iter().map(|b| b.num_rows()).sum();
+        assert_eq!(kept, 512 - expected.len());
+    }
+}
+
+#[test]
+fn whitespace_beyond_ascii_spaces_is_trimmed_too() {
+    let batch = batch_from_json(
+        listen_schema(),
+        &[
+            r#"{"ts":1793491200000,"auth":"Logged In","userId":1,"level":"paid","state":"NY","song":"\u00a0Summer Love\u000b","_offset":0}"#,
+            r#"{"ts":1793491200001,"auth":"Logged In","userId":1,"level":"paid","state":"NY","song":"Été\u2003","_offset":1}"#,
+            r#"{"ts":1793491200002,"auth":"Logged In","userId":1,"level":"paid","state":"NY","song":"Plain","_offset":2}"#,
+        ],
+    )
+    .unwrap();
+    let out = Harness::<Clean>::new("{}")
+        .unwrap()
+        .process(&batch)
+        .unwrap();
+    let songs: Vec<String> = out
+        .output("out")
+        .iter()
+        .flat_map(|b| {
+            let songs = b.column_by_name("song").unwrap().as_string::<i32>().clone();
+            (0..songs.len()).map(move |i| songs.value(i).to_string())
+        })
+        .collect();
+    assert_eq!(songs, ["Summer Love", "Été", "Plain"]);
+}
