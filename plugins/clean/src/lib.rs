@@ -193,9 +193,11 @@ fn duplicate_rows(batch: &RecordBatch) -> Result<Vec<bool>, PluginError> {
         .cloned()
         .partition(|c| c.data_type().primitive_width().is_some());
     let mut hashes = vec![0u64; rows];
-    mix_row_hashes(&mut hashes, &fixed);
-    if let Some(repeats) = repeated_rows(&hashes, &columns, rows / 64) {
-        return Ok(repeats);
+    if !fixed.is_empty() {
+        mix_row_hashes(&mut hashes, &fixed);
+        if let Some(repeats) = repeated_rows(&hashes, &columns, rows / 64) {
+            return Ok(repeats);
+        }
     }
     mix_row_hashes(&mut hashes, &rest);
     Ok(repeated_rows(&hashes, &columns, usize::MAX).expect("no limit on collisions"))
