@@ -1392,7 +1392,12 @@ impl Databases {
 /// and plugins. The bounded channel is the back pressure: a slow lake slows the pipeline.
 struct SinkThread {
     commands: Option<std::sync::mpsc::SyncSender<SinkCommand>>,
+    /// Bytes of the open files, as of the last command the sink thread finished.
     buffered: Arc<AtomicU64>,
+    /// Commits sent, and commits the sink thread has finished: while one is in flight, the
+    /// published `buffered` still counts the files that commit is closing.
+    commits_sent: u64,
+    commits_done: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<Result<(), PipelineError>>>,
 }
 
@@ -1402,6 +1407,8 @@ impl SinkThread {
         let (commands, receiver) = std::sync::mpsc::sync_channel::<SinkCommand>(8);
         let buffered = Arc::new(AtomicU64::new(0));
         let published = buffered.clone();
+        let commits_done = Arc::new(AtomicU64::new(0));
+        let finished_commits = commits_done.clone();
         let thread = std::thread::Builder::new()
             .name("sluice-sink".into())
             .spawn(move || {
@@ -1431,6 +1438,7 @@ impl SinkThread {
                                 .with_label_values(&[pipeline.as_str(), "lake", ""])
                                 .observe(started.elapsed().as_secs_f64());
                             published.store(0, Ordering::Relaxed);
+                            finished_commits.fetch_add(1, Ordering::Release);
                             // Positions become durable only once every sink has the rows.
                             databases.load(&record, &reader, &io, false)?;
                             notify(&record);
@@ -1449,15 +1457,26 @@ impl SinkThread {
         SinkThread {
             commands: Some(commands),
             buffered,
+            commits_sent: 0,
+            commits_done,
             thread: Some(thread),
         }
     }
 
+    /// What the open files hold, for the `max_buffer_mb` trigger. Nothing while a commit is
+    /// in flight: the figure published then is of the files that commit closes, and reading it
+    /// made the pipeline commit again at each of the next few batches, a file of one batch each.
     fn buffered_bytes(&self) -> u64 {
+        if self.commits_done.load(Ordering::Acquire) < self.commits_sent {
+            return 0;
+        }
         self.buffered.load(Ordering::Relaxed)
     }
 
     fn send(&mut self, command: SinkCommand) -> Result<(), PipelineError> {
+        if matches!(command, SinkCommand::Commit { .. }) {
+            self.commits_sent += 1;
+        }
         let sent = self
             .commands
             .as_ref()
