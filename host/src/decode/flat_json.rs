@@ -430,17 +430,50 @@ struct Parser<'a> {
     scratch: Vec<u8>,
 }
 
-/// A number as written: its text and whether it has a fraction or exponent.
+/// A number as written: its text and whether it has a fraction or exponent, and its digits
+/// read while it was scanned.
 struct Number<'a> {
     text: &'a [u8],
     integral: bool,
+    negative: bool,
+    has_exponent: bool,
+    /// The digits without the point, as an integer (meaningful up to 19 digits).
+    mantissa: u64,
+    digits: usize,
+    fraction_digits: usize,
 }
 
+/// Powers of ten that are exact in an f64.
+const EXACT_POWERS_OF_TEN: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
 impl Number<'_> {
+    /// The value, when the number is written as an integer and fits an i64.
+    fn as_i64(&self) -> Option<i64> {
+        if !self.integral {
+            return None;
+        }
+        if self.digits <= 18 {
+            // Below 10^18: exact, and no overflow.
+            let value = self.mantissa as i64;
+            return Some(if self.negative { -value } else { value });
+        }
+        parse_i64(self.text)
+    }
+
     /// The nearest f64 (JSON's grammar is a subset of what both parsers take; one too large
     /// is infinite). lexical reads the bytes as they are, where `str::parse` wants a UTF-8
     /// check first of text `number` has already found to be ASCII.
     fn to_f64(&self) -> f64 {
+        // Clinger's fast path, for the short decimals most values are (23.4, -118.2437): up to
+        // 15 digits are exact in an f64, and so is 10^k up to 22, so one correctly rounded
+        // division gives the nearest f64.
+        if !self.has_exponent && self.digits <= 15 && self.fraction_digits <= 22 {
+            let value = self.mantissa as f64 / EXACT_POWERS_OF_TEN[self.fraction_digits];
+            return if self.negative { -value } else { value };
+        }
         lexical_core::parse(self.text)
             .ok()
             .or_else(|| parse_f64(self.text))
@@ -607,14 +640,17 @@ impl<'a> Parser<'a> {
         let bytes = self.bytes;
         let start = self.at;
         let mut at = start;
-        let digits = |at: &mut usize| {
+        let mut mantissa = 0u64;
+        let mut digits = |at: &mut usize| {
             let from = *at;
-            while bytes.get(*at).is_some_and(u8::is_ascii_digit) {
+            while let Some(&d) = bytes.get(*at).filter(|d| d.is_ascii_digit()) {
+                mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
                 *at += 1;
             }
             *at - from
         };
-        if bytes.get(at) == Some(&b'-') {
+        let negative = bytes.get(at) == Some(&b'-');
+        if negative {
             at += 1;
         }
         let whole = digits(&mut at);
@@ -622,28 +658,40 @@ impl<'a> Parser<'a> {
             self.at = start;
             return Err(self.error(format!("invalid number {}", self.describe_next())));
         }
-        let mut integral = true;
+        let mut fraction_digits = 0;
         if bytes.get(at) == Some(&b'.') {
             at += 1;
-            integral = false;
-            if digits(&mut at) == 0 {
+            fraction_digits = digits(&mut at);
+            if fraction_digits == 0 {
                 return Err(self.error(format!("invalid number {}", self.describe_next())));
             }
         }
+        // The exponent's digits are not the mantissa's: scanned apart.
+        let mantissa = mantissa;
+        let mut has_exponent = false;
         if let Some(b'e' | b'E') = bytes.get(at) {
             at += 1;
-            integral = false;
+            has_exponent = true;
             if let Some(b'+' | b'-') = bytes.get(at) {
                 at += 1;
             }
-            if digits(&mut at) == 0 {
+            let from = at;
+            while bytes.get(at).is_some_and(u8::is_ascii_digit) {
+                at += 1;
+            }
+            if at == from {
                 return Err(self.error(format!("invalid number {}", self.describe_next())));
             }
         }
         self.at = at;
         Ok(Number {
             text: &bytes[start..at],
-            integral,
+            integral: fraction_digits == 0 && !has_exponent,
+            negative,
+            has_exponent,
+            mantissa,
+            digits: whole + fraction_digits,
+            fraction_digits,
         })
     }
 
@@ -758,9 +806,7 @@ impl<'a> Parser<'a> {
             Some(b'-' | b'0'..=b'9') => {
                 let start = self.at;
                 let number = self.number()?;
-                if number.integral
-                    && let Some(value) = parse_i64(number.text)
-                {
+                if let Some(value) = number.as_i64() {
                     return Ok(value);
                 }
                 let value = number.to_f64();
@@ -791,9 +837,7 @@ impl<'a> Parser<'a> {
         match self.peek() {
             Some(b'-' | b'0'..=b'9') => {
                 let number = self.number()?;
-                if number.integral
-                    && let Some(value) = parse_i64(number.text)
-                {
+                if let Some(value) = number.as_i64() {
                     return Ok(value);
                 }
                 let value = number.to_f64();
@@ -996,7 +1040,43 @@ mod tests {
             "-122.41940",
             "237.81832",
             "4e-3",
+            // Around the fast path's bounds: 15 and 16 digits, 22 and 23 after the point.
+            "123456789012345",
+            "1234567890123456",
+            "0.1234567890123456789012",
+            "0.00000000000000000000001",
+            "-0.000",
+            "9007199254740993.0",
         ];
+        // And short decimals of every length, as EventSim's durations and coordinates are.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let decimals: Vec<String> = (0..2000)
+            .map(|_| {
+                let digits = 1 + random() % 17;
+                let mantissa = random() % 10u64.pow(digits as u32);
+                let point = random() % (digits + 1);
+                let text = format!("{mantissa:0width$}", width = digits as usize + 1);
+                let (whole, fraction) = text.split_at(text.len() - point as usize);
+                let sign = if random() % 2 == 0 { "-" } else { "" };
+                let whole = whole.trim_start_matches('0');
+                let whole = if whole.is_empty() { "0" } else { whole };
+                if fraction.is_empty() {
+                    format!("{sign}{whole}")
+                } else {
+                    format!("{sign}{whole}.{fraction}")
+                }
+            })
+            .collect();
+        let texts: Vec<&str> = texts
+            .into_iter()
+            .chain(decimals.iter().map(String::as_str))
+            .collect();
         let schema = Arc::new(Schema::new(vec![ArrowField::new(
             "f",
             DataType::Float64,
@@ -1013,6 +1093,38 @@ mod tests {
             let expected: f64 = text.parse().unwrap();
             assert_eq!(decoded.value(row).to_bits(), expected.to_bits(), "{text}");
         }
+    }
+
+    #[test]
+    fn integers_of_every_length_decode_exactly() {
+        let mut texts: Vec<String> = ["0", "-0", "9223372036854775807", "-9223372036854775808"]
+            .map(String::from)
+            .into();
+        for digits in 1..=19u32 {
+            for lead in 1..=9u64 {
+                let value = lead * 10u64.pow(digits - 1)
+                    + (digits as u64 * 7919) % 10u64.pow(digits - 1).max(1);
+                if value <= i64::MAX as u64 {
+                    texts.push(value.to_string());
+                    texts.push(format!("-{value}"));
+                }
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![ArrowField::new(
+            "l",
+            DataType::Int64,
+            true,
+        )]));
+        let lines: Vec<String> = texts.iter().map(|t| format!("{{\"l\":{t}}}")).collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (batch, failed) = decode(schema.clone(), &lines);
+        assert!(failed.is_empty(), "{failed:?}");
+        let decoded = batch.column(0).as_primitive::<Int64Type>();
+        for (row, text) in texts.iter().enumerate() {
+            assert_eq!(decoded.value(row), text.parse::<i64>().unwrap(), "{text}");
+        }
+        let (_, failed) = decode(schema, &[r#"{"l":9223372036854775808}"#]);
+        assert_eq!(failed.len(), 1, "one past i64::MAX is refused");
     }
 
     #[test]
