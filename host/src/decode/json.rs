@@ -92,7 +92,11 @@ impl JsonDecoder {
             };
         }
         if let Some(flat) = self.flat.get_mut(&raw.topic) {
-            let (columns, decoded, failed) = flat.decode((0..raw.len()).map(|i| raw.record(i)));
+            // Records are split at newlines, which no multi-byte character contains: when the
+            // whole batch is UTF-8, so is each record.
+            let utf8 = simdutf8::basic::from_utf8(&raw.data).is_ok();
+            let (columns, decoded, failed) =
+                flat.decode((0..raw.len()).map(|i| raw.record(i)), utf8);
             let dead = failed
                 .into_iter()
                 .map(|(i, error)| {
@@ -183,4 +187,41 @@ fn decode_lines(schema: &SchemaRef, data: &[u8], rows: usize) -> Result<RecordBa
     Ok(decoder
         .flush()?
         .unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batch is checked for UTF-8 in one go; when that fails, record by record, so only
+    /// the bad record is refused, and its bytes are kept as they were.
+    #[test]
+    fn one_record_that_is_not_utf8_is_refused_alone() {
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)]));
+        let mut decoder = JsonDecoder::new(Schemas::one("t", schema));
+        let mut raw = RawBatch::new("t", "test");
+        let bad: &[u8] = b"{\"s\":\"caf\xe9\"}";
+        for (offset, record) in [br#"{"s":"ok"}"#.as_slice(), bad, r#"{"s":"é"}"#.as_bytes()]
+            .into_iter()
+            .enumerate()
+        {
+            raw.push(record, offset as i64);
+        }
+        let decoded = decoder.decode(&raw);
+        let batch = decoded.batch.unwrap();
+        let strings = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!((strings.value(0), strings.value(1)), ("ok", "é"));
+        assert_eq!(decoded.dead.len(), 1);
+        assert_eq!(decoded.dead[0].offset, Some(1));
+        assert!(
+            decoded.dead[0].reason.contains("not UTF-8"),
+            "{:?}",
+            decoded.dead[0]
+        );
+        assert_eq!(decoded.dead[0].bytes.as_deref(), Some(bad));
+    }
 }
