@@ -288,15 +288,30 @@ fn mix_row_hashes(hashes: &mut [u64], columns: &[ArrayRef]) {
         } else if let Some(width) = column.data_type().primitive_width() {
             let data = column.to_data();
             let values = &data.buffers()[0].as_slice()[data.offset() * width..];
-            for (row, value) in values.chunks_exact(width).take(rows).enumerate() {
-                mix(row, if valid(row) { value } else { NULL });
+            if width == 8 {
+                // Times, ids, floats: one word each, hashed as one (as bytes, a length and a
+                // byte loop came with it: twice the cost).
+                for (row, value) in values.chunks_exact(8).take(rows).enumerate() {
+                    let word = if valid(row) {
+                        u64::from_le_bytes(value.try_into().expect("8 bytes"))
+                    } else {
+                        NULL_WORD
+                    };
+                    hashes[row] = state.hash_one((hashes[row], word));
+                }
+            } else {
+                for (row, value) in values.chunks_exact(width).take(rows).enumerate() {
+                    mix(row, if valid(row) { value } else { NULL });
+                }
             }
         }
     }
 }
 
-/// A null hashes like an empty value; rows are compared in full on a hash match anyway.
+/// A null hashes like an empty value, or a word of zeros; rows are compared in full on a
+/// hash match anyway.
 const NULL: &[u8] = &[];
+const NULL_WORD: u64 = 0;
 
 /// Adds `event_time` (timestamp, ms, UTC) from the epoch-ms `ts` column.
 fn with_event_time(batch: &RecordBatch) -> Result<RecordBatch, PluginError> {
