@@ -296,6 +296,12 @@ def append_csv(path, rows):
         writer.writerows(rows)
 
 
+def sluice_pipeline(job, input_dir, out, plugins):
+    """The pipeline YAML of `job` for Sluice."""
+    text = SLUICE_PIPELINE + (SLUICE_GOLD if job == "gold" else "")
+    return text.format(input=input_dir, out=out, plugins=plugins, zstd_level=ZSTD_LEVEL)
+
+
 def warm_up_sluice(args, work):
     """One untimed run of the whole chain over a few events: a plugin built since the last run
     is compiled to native code then, as a deployment does once, and not in the first timed run
@@ -307,8 +313,7 @@ def warm_up_sluice(args, work):
             head.writelines(itertools.islice(lines, 1000))
     pipeline = work / "sluice-warm-up.yaml"
     out = work / "warm-up-lake"
-    pipeline.write_text((SLUICE_PIPELINE + SLUICE_GOLD).format(input=sample, out=out, plugins=args.plugins,
-                                                                  zstd_level=ZSTD_LEVEL))
+    pipeline.write_text(sluice_pipeline("gold", sample, out, args.plugins))
     started = time.perf_counter()
     subprocess.run([args.sluice, "run", "--quiet", str(pipeline)], check=True, stdout=subprocess.DEVNULL)
     print(f"warm-up: Sluice's plugins loaded (and compiled, when new) in {time.perf_counter() - started:.1f} s, untimed")
@@ -358,9 +363,7 @@ def main():
                 out = work / engine
                 if engine == "sluice":
                     pipeline = work / f"sluice-{job}.yaml"
-                    text = SLUICE_PIPELINE + (SLUICE_GOLD if job == "gold" else "")
-                    pipeline.write_text(text.format(input=input_dir, out=out, plugins=args.plugins,
-                                                    zstd_level=ZSTD_LEVEL))
+                    pipeline.write_text(sluice_pipeline(job, input_dir, out, args.plugins))
                     command = [args.sluice, "run", "--quiet", str(pipeline)]
                 else:
                     command = [sys.executable, __file__, "--run", engine, "--engine", job, str(input_dir), str(out)]

@@ -26,8 +26,9 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
 
 /// Decodes an IPC stream that holds exactly one batch (or none: an empty batch of its
 /// schema), taking the bytes over: the batch's arrays are slices of them, not copies. This is
-/// how batches are read on both sides of the wasm boundary, so a batch crosses it with one
-/// encode and one copy each way (the one the component model makes).
+/// how the host reads a plugin's outputs (a plugin reads its input the same way, without the
+/// checks: [`decode_unchecked`]), so a batch crosses the wasm boundary with one encode and
+/// one copy each way (the one the component model makes).
 pub fn decode(bytes: Vec<u8>) -> Result<RecordBatch, ArrowError> {
     let mut buffer = Buffer::from_vec(bytes);
     let mut decoder = StreamDecoder::new();
@@ -305,7 +306,8 @@ mod tests {
         assert!(decode(Vec::new()).is_err());
 
         // Unchecked arrays, but the framing is still checked.
-        // SAFETY: each of these is refused before any array is built.
+        // SAFETY: the two-batch stream was written from valid arrays; the others are refused
+        // by their framing before any array is built.
         unsafe {
             let error = decode_unchecked(bytes).unwrap_err().to_string();
             assert!(error.contains("one record batch"), "{error}");
