@@ -2,7 +2,6 @@
 //! blank lines are skipped but still counted, so offsets match what an editor shows.
 use super::{RawBatch, Source, SourceError};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -18,14 +17,117 @@ pub struct FileSource {
     topic: Option<String>,
     batch_rows: usize,
     position: FilePosition,
-    reader: Option<BufReader<std::fs::File>>,
-    /// Of the last batch: how much to reserve for the next one.
+    reader: Option<LineReader>,
+    /// Of the last batch: how much to read for the next one.
     bytes_per_record: usize,
 }
 
-/// Large reads: the files are read front to back, and an 8 KiB buffer was a system call
-/// every 18 EventSim records.
-const READ_BUFFER_BYTES: usize = 256 * 1024;
+/// The smallest read: a system call per few hundred KiB of lines.
+const MIN_READ_BYTES: usize = 256 * 1024;
+
+/// An open file read in large blocks straight into batches. Lines are found with a SIMD
+/// search and stay where they were read unless a blank line or a `\r` has to be cut out:
+/// splitting line by line through a `BufReader` copied every byte once more and searched for
+/// newlines a word at a time, 7 % of a benchmark run.
+struct LineReader {
+    file: std::fs::File,
+    /// Bytes read past the last line handed out: the start of the next batch.
+    rest: Vec<u8>,
+    at_end: bool,
+}
+
+impl LineReader {
+    /// Appends up to `want` more bytes of the file to `data`; false at the end of the file.
+    fn fill(&mut self, data: &mut Vec<u8>, want: usize) -> std::io::Result<bool> {
+        use std::io::Read;
+        if self.at_end {
+            return Ok(false);
+        }
+        let want = want.max(MIN_READ_BYTES);
+        data.reserve(want);
+        let read = (&mut self.file).take(want as u64).read_to_end(data)?;
+        self.at_end = read == 0;
+        Ok(!self.at_end)
+    }
+
+    /// Skips `lines` lines (a resumed position).
+    fn skip(&mut self, mut lines: i64) -> std::io::Result<()> {
+        let mut data = std::mem::take(&mut self.rest);
+        while lines > 0 {
+            match memchr::memchr_iter(b'\n', &data).nth(lines as usize - 1) {
+                Some(newline) => {
+                    data.drain(..=newline);
+                    break;
+                }
+                None => {
+                    lines -= memchr::memchr_iter(b'\n', &data).count() as i64;
+                    data.clear();
+                    if !self.fill(&mut data, MIN_READ_BYTES)? {
+                        break;
+                    }
+                }
+            }
+        }
+        self.rest = data;
+        Ok(())
+    }
+
+    /// Reads lines into `batch` until it holds `rows` records or the file ends, numbering
+    /// them after `line` (blank lines count but are left out). Returns the last line number.
+    fn read_batch(
+        &mut self,
+        batch: &mut RawBatch,
+        rows: usize,
+        bytes_per_record: usize,
+        mut line: i64,
+    ) -> std::io::Result<i64> {
+        let mut data = std::mem::take(&mut self.rest);
+        data.reserve(rows * bytes_per_record);
+        // `data[..kept]` holds the records taken, each ended by a newline; `data[unread..]` the
+        // bytes not yet looked at.
+        let (mut kept, mut unread) = (0, 0);
+        while batch.ends.len() < rows {
+            let newline = match memchr::memchr(b'\n', &data[unread..]) {
+                Some(at) => unread + at,
+                None => {
+                    // Close the gap left by cut-out lines before reading more after it.
+                    data.copy_within(unread.., kept);
+                    data.truncate(data.len() - (unread - kept));
+                    unread = kept;
+                    let want = (rows - batch.ends.len()) * bytes_per_record;
+                    if self.fill(&mut data, want)? {
+                        continue;
+                    }
+                    if unread == data.len() {
+                        break;
+                    }
+                    // The last line has no newline: give it one.
+                    data.push(b'\n');
+                    data.len() - 1
+                }
+            };
+            line += 1;
+            let record = &data[unread..newline];
+            let record = record.strip_suffix(b"\r").unwrap_or(record);
+            let len = record.len();
+            if !record.iter().all(u8::is_ascii_whitespace) {
+                if kept != unread {
+                    data.copy_within(unread..unread + len, kept);
+                }
+                kept += len;
+                data[kept] = b'\n';
+                batch.ends.push(kept);
+                batch.offsets.push(line);
+                kept += 1;
+            }
+            unread = newline + 1;
+        }
+        self.rest = data[unread..].to_vec();
+        data.truncate(kept);
+        batch.data = data;
+        Ok(line)
+    }
+}
 
 impl FileSource {
     pub fn new(
@@ -86,37 +188,24 @@ impl Source for FileSource {
             };
             if self.reader.is_none() {
                 let file = std::fs::File::open(&path).map_err(io)?;
-                let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file);
-                let mut skip = String::new();
-                for _ in 0..self.position.line {
-                    skip.clear();
-                    if reader.read_line(&mut skip).map_err(io)? == 0 {
-                        break;
-                    }
-                }
+                let mut reader = LineReader {
+                    file,
+                    rest: Vec::new(),
+                    at_end: false,
+                };
+                reader.skip(self.position.line).map_err(io)?;
                 self.reader = Some(reader);
             }
             let mut batch = RawBatch::new(&self.topic_of(&path), &path.display().to_string());
             let reader = self.reader.as_mut().expect("opened above");
-            batch.data.reserve(self.batch_rows * self.bytes_per_record);
-            while batch.len() < self.batch_rows {
-                // Lines are read straight into the batch; a blank one is taken back out.
-                let start = batch.data.len();
-                if reader.read_until(b'\n', &mut batch.data).map_err(io)? == 0 {
-                    break;
-                }
-                self.position.line += 1;
-                let line = &batch.data[start..];
-                let record = line.strip_suffix(b"\n").unwrap_or(line);
-                let record = record.strip_suffix(b"\r").unwrap_or(record);
-                let (len, blank) = (record.len(), record.iter().all(u8::is_ascii_whitespace));
-                if blank {
-                    batch.data.truncate(start);
-                } else {
-                    batch.data.truncate(start + len);
-                    batch.end_record(self.position.line);
-                }
-            }
+            self.position.line = reader
+                .read_batch(
+                    &mut batch,
+                    self.batch_rows,
+                    self.bytes_per_record,
+                    self.position.line,
+                )
+                .map_err(io)?;
             if !batch.is_empty() {
                 self.bytes_per_record = batch.data.len().div_ceil(batch.len());
             }
@@ -182,5 +271,69 @@ mod tests {
             records(&resumed.next_batch().unwrap().unwrap()),
             [("{\"a\":3}".to_string(), 5), ("{\"a\":4}".to_string(), 6)]
         );
+    }
+
+    /// What an editor shows: every line numbered from 1, blank ones left out.
+    fn expected_records(text: &str) -> Vec<(String, i64)> {
+        text.lines()
+            .zip(1..)
+            .filter(|(line, _)| !line.trim().is_empty())
+            .map(|(line, number)| (line.to_string(), number))
+            .collect()
+    }
+
+    #[test]
+    fn lines_across_read_blocks_are_split_and_resumed_exactly() {
+        // Several read blocks of lines of every length, with CRLF endings, blank and
+        // whitespace-only lines cut out of the middle of a block, and no final newline.
+        let mut text = String::new();
+        let mut seed = 7u64;
+        for i in 0..12_000 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            match seed >> 60 {
+                0 => text.push('\n'),
+                1 => text.push_str(" \t\r\n"),
+                kind => {
+                    let width = (seed >> 32) as usize % 400;
+                    text.push_str(&format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(width)));
+                    text.push_str(if kind == 2 { "\r\n" } else { "\n" });
+                }
+            }
+        }
+        text.push_str("{\"last\":true}");
+        assert!(text.len() > 4 * MIN_READ_BYTES);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, &text).unwrap();
+        let pattern = path.display().to_string();
+        let expected = expected_records(&text);
+
+        for batch_rows in [1, 7, 1000, 100_000] {
+            let mut source =
+                FileSource::new(std::slice::from_ref(&pattern), None, batch_rows, None).unwrap();
+            let mut read = Vec::new();
+            let mut positions = Vec::new();
+            while let Some(batch) = source.next_batch().unwrap() {
+                assert!(batch.len() <= batch_rows);
+                assert_eq!(batch.data.len(), batch.ends.last().unwrap() + 1);
+                read.extend(records(&batch));
+                positions.push((read.len(), batch.position.unwrap()));
+            }
+            assert_eq!(read, expected, "batch_rows {batch_rows}");
+
+            // A resumed source reads exactly what followed each position.
+            for (taken, position) in positions.iter().step_by(positions.len() / 5 + 1) {
+                let mut resumed =
+                    FileSource::new(std::slice::from_ref(&pattern), None, 5000, Some(position))
+                        .unwrap();
+                let mut rest = Vec::new();
+                while let Some(batch) = resumed.next_batch().unwrap() {
+                    rest.extend(records(&batch));
+                }
+                assert_eq!(rest, expected[*taken..], "batch_rows {batch_rows}");
+            }
+        }
     }
 }
