@@ -230,13 +230,14 @@ fn files_per_commit_of_fifty_hours(max_buffer_mb: u32) -> Vec<usize> {
 
 #[test]
 fn open_files_are_bounded_by_committing_early() {
-    // Each open file costs about 1 MiB of buffers. The sink reports its size asynchronously:
-    // the pipeline can be the channel's depth (8) plus the write in progress and the one being
-    // sent ahead of it, so a commit holds at most ~11 files here, not 50.
+    // Each open file costs about 1 MiB of buffers. Its size is known once an encoder thread
+    // has encoded its first batch: the pipeline can be ahead by the sink channel's depth (8),
+    // the write in progress, the one being sent and the encoders' queues (4 each, two
+    // encoders on CI), so a commit holds at most ~19 files here, not 50.
     let files_per_commit = files_per_commit_of_fifty_hours(1);
-    assert!(files_per_commit.len() >= 5, "{files_per_commit:?}");
+    assert!(files_per_commit.len() >= 3, "{files_per_commit:?}");
     assert!(
-        files_per_commit.iter().all(|&n| n <= 12),
+        files_per_commit.iter().all(|&n| n <= 19),
         "{files_per_commit:?}"
     );
 }

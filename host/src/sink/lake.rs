@@ -12,6 +12,7 @@
 //! Several host processes (instances) may share a pipeline and a lake, as members of one Kafka
 //! consumer group: each keeps its own commit log, and a lane (a Kafka partition number) that
 //! moves between them is resumed from whichever log holds its furthest checkpoint.
+use super::encode::{EncodingFile, ParquetEncoders};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::array::{Int64Array, UInt32Array};
 use arrow::compute::take_record_batch;
@@ -490,7 +491,7 @@ pub struct LaneCheckpoint {
 struct OpenFile {
     layer: String,
     schema: SchemaRef,
-    writer: ArrowWriter<Vec<u8>>,
+    encoding: EncodingFile,
     rows: u64,
 }
 
@@ -512,6 +513,7 @@ pub struct LakeWriter {
     store: Storage,
     properties: WriterProperties,
     open: BTreeMap<String, OpenFile>,
+    encoders: ParquetEncoders,
     /// Layers stored as Delta Lake tables.
     delta_layers: std::collections::BTreeSet<String>,
 }
@@ -526,6 +528,7 @@ impl LakeWriter {
             store,
             properties,
             open: BTreeMap::new(),
+            encoders: ParquetEncoders::new(),
             delta_layers: Default::default(),
         })
     }
@@ -563,7 +566,7 @@ impl LakeWriter {
     pub fn buffered_bytes(&self) -> usize {
         self.open
             .values()
-            .map(|f| f.writer.memory_size() + f.writer.bytes_written())
+            .map(|f| f.encoding.buffered_bytes())
             .sum()
     }
 
@@ -606,7 +609,7 @@ impl LakeWriter {
                     entry.insert(OpenFile {
                         layer: layer.to_string(),
                         schema: batch.schema(),
-                        writer,
+                        encoding: self.encoders.open(writer)?,
                         rows: 0,
                     })
                 }
@@ -621,9 +624,9 @@ impl LakeWriter {
                     ),
                 });
             }
-            for part in &parts {
-                file.writer.write(part)?;
+            for part in parts {
                 file.rows += part.num_rows() as u64;
+                file.encoding.write(part)?;
             }
         }
         Ok(())
@@ -647,14 +650,27 @@ impl LakeWriter {
         let mut uploads = Vec::new();
         // Files of Delta layers go where they live: their table's log makes them visible.
         let mut delta_files = Vec::new();
-        for (n, (dir, file)) in std::mem::take(&mut self.open).into_iter().enumerate() {
+        // Every file is asked for first, so that the encoders finish them in parallel.
+        let closing: Vec<_> = std::mem::take(&mut self.open)
+            .into_iter()
+            .map(|(dir, file)| {
+                (
+                    dir,
+                    file.layer,
+                    file.schema,
+                    file.rows,
+                    file.encoding.close(),
+                )
+            })
+            .collect();
+        for (n, (dir, layer, schema, rows, closing)) in closing.into_iter().enumerate() {
             let path = format!(
                 "{dir}/part-{}-{first:012}-{last:012}.parquet",
                 record.instance
             );
-            let bytes = file.writer.into_inner()?;
-            let staged = if self.delta_layers.contains(&file.layer) {
-                delta_files.push((files.len(), bytes.len() as u64, file.schema.clone()));
+            let bytes = closing.bytes()?;
+            let staged = if self.delta_layers.contains(&layer) {
+                delta_files.push((files.len(), bytes.len() as u64, schema));
                 path.clone()
             } else {
                 format!("{staging}/{n:05}.parquet")
@@ -663,8 +679,8 @@ impl LakeWriter {
             files.push(CommittedFile {
                 staged,
                 path,
-                layer: file.layer,
-                rows: file.rows,
+                layer,
+                rows,
             });
         }
         for ((lane, stage), snapshot) in snapshots {
@@ -1311,8 +1327,9 @@ mod tests {
             lake.open
                 .remove("bronze/t/date=1970-01-01")
                 .unwrap()
-                .writer
-                .into_inner()
+                .encoding
+                .close()
+                .bytes()
                 .unwrap(),
         );
         let read: Vec<RecordBatch> =

@@ -4,6 +4,7 @@
 pub mod clickhouse;
 pub mod dead_letter;
 pub mod delta;
+pub mod encode;
 pub mod lake;
 pub mod postgres;
 
