@@ -169,3 +169,25 @@ fn an_admin_server_beyond_loopback_needs_a_token() {
     );
     assert!(load(&path).is_ok());
 }
+
+#[test]
+fn statistics_of_a_layer_the_pipeline_does_not_write_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "p.yaml",
+        &format!(
+            "{VALID_HEAD}  statistics: {{bronze: all, bronz: none}}\nbronze:\n  partition_by: [date]\n"
+        ),
+    );
+    let errors = errors(&path);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with(&format!(
+            "{}:7: lake.statistics.bronz: this pipeline writes no layer `bronz`",
+            path.display()
+        )),
+        "{}",
+        errors[0]
+    );
+}

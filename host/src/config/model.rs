@@ -316,6 +316,39 @@ pub struct LakeConfig {
     /// `delta` (Delta Lake tables: the same files, made visible by the table's log).
     #[serde(default)]
     pub formats: std::collections::BTreeMap<String, TableFormat>,
+    /// Which columns of each layer get min/max statistics (per page and per row group):
+    /// `all`, `numbers` (number and time columns) or `none`. Default: `numbers` for bronze,
+    /// `all` for the others (see [`ColumnStatistics`]).
+    #[serde(default)]
+    pub statistics: std::collections::BTreeMap<String, ColumnStatistics>,
+}
+
+/// The columns whose Parquet files carry min/max statistics.
+///
+/// Bronze defaults to `numbers`: its files are read whole (a replay, a backfill) or by time,
+/// and the min/max of a raw, unsorted string column (a user agent, a song, a user id) spans
+/// every value and prunes nothing. Computing them compares every string value twice, 4 % of
+/// the benchmark's silver job per layer; times and numbers cost little and do prune.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnStatistics {
+    All,
+    Numbers,
+    None,
+}
+
+impl ColumnStatistics {
+    /// What `layer` gets, given the choices a pipeline made.
+    pub fn of_layer(
+        chosen: &std::collections::BTreeMap<String, ColumnStatistics>,
+        layer: &str,
+    ) -> Self {
+        match chosen.get(layer) {
+            Some(statistics) => *statistics,
+            None if layer == "bronze" => ColumnStatistics::Numbers,
+            None => ColumnStatistics::All,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

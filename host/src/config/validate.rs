@@ -141,6 +141,20 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
     if config.lake.max_buffer_mb == 0 {
         problems.push(at("lake.max_buffer_mb", "must be at least 1".into()));
     }
+    for layer in config.lake.statistics.keys() {
+        let written = (layer == "bronze" && config.bronze.is_some())
+            || layer == crate::sink::dead_letter::LAYER
+            || config
+                .stages
+                .iter()
+                .any(|s| s.layer.as_deref() == Some(layer));
+        if !written {
+            problems.push(at(
+                &format!("lake.statistics.{layer}"),
+                format!("this pipeline writes no layer `{layer}`"),
+            ));
+        }
+    }
     if !(1..=22).contains(&config.lake.zstd_level) {
         problems.push(at(
             "lake.zstd_level",

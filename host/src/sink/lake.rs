@@ -13,6 +13,7 @@
 //! consumer group: each keeps its own commit log, and a lane (a Kafka partition number) that
 //! moves between them is resumed from whichever log holds its furthest checkpoint.
 use super::encode::{EncodingFile, ParquetEncoders};
+use crate::config::ColumnStatistics;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::array::{Int64Array, UInt32Array};
 use arrow::compute::take_record_batch;
@@ -24,7 +25,7 @@ use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -514,6 +515,8 @@ pub struct LakeWriter {
     properties: WriterProperties,
     open: BTreeMap<String, OpenFile>,
     encoders: ParquetEncoders,
+    /// Layers whose statistics are not the default (`ColumnStatistics::of_layer`).
+    statistics: BTreeMap<String, ColumnStatistics>,
     /// Layers stored as Delta Lake tables.
     delta_layers: std::collections::BTreeSet<String>,
 }
@@ -529,6 +532,7 @@ impl LakeWriter {
             properties,
             open: BTreeMap::new(),
             encoders: ParquetEncoders::new(),
+            statistics: BTreeMap::new(),
             delta_layers: Default::default(),
         })
     }
@@ -536,7 +540,8 @@ impl LakeWriter {
     /// The lake a pipeline's `lake:` block describes.
     pub fn configured(config: &crate::config::LakeConfig) -> Result<Self, LakeError> {
         Ok(Self::new(&LakeUri::parse(&config.uri)?, config.zstd_level)?
-            .with_delta_layers(config.delta_layers()))
+            .with_delta_layers(config.delta_layers())
+            .with_statistics(config.statistics.clone()))
     }
 
     /// Names the pipeline in metrics, and gives up retrying a remote store once `stop` is
@@ -559,7 +564,8 @@ impl LakeWriter {
 
     /// A Parquet encoder with the lake's settings for rows like `first`, writing to memory.
     pub fn parquet_writer(&self, first: &RecordBatch) -> Result<ArrowWriter<Vec<u8>>, LakeError> {
-        parquet_writer(&properties_for(&self.properties, first), first.schema())
+        let properties = properties_for(&self.properties, first, ColumnStatistics::All);
+        parquet_writer(&properties, first.schema())
     }
 
     /// Memory held by open files: encoders in progress plus encoded row groups.
@@ -604,7 +610,8 @@ impl LakeWriter {
                         .iter()
                         .max_by_key(|part| part.num_rows())
                         .expect("a directory has rows");
-                    let properties = properties_for(&self.properties, sample);
+                    let statistics = ColumnStatistics::of_layer(&self.statistics, layer);
+                    let properties = properties_for(&self.properties, sample, statistics);
                     let writer = parquet_writer(&properties, batch.schema())?;
                     entry.insert(OpenFile {
                         layer: layer.to_string(),
@@ -795,6 +802,11 @@ impl LakeWriter {
         self
     }
 
+    pub fn with_statistics(mut self, statistics: BTreeMap<String, ColumnStatistics>) -> Self {
+        self.statistics = statistics;
+        self
+    }
+
     /// Commits to their Delta tables the files of `record` the tables' logs do not have yet.
     async fn recover_delta(&self, record: &CommitRecord) -> Result<(), LakeError> {
         // Per Delta table of the record: whether its log lacks the epoch. Only those tables'
@@ -966,12 +978,38 @@ impl LakeReader {
     }
 }
 
-/// The lake's settings with the encodings `first` (a file's first rows) calls for: integer and
-/// timestamp columns that come mostly ascending and mostly distinct (offsets, event times) are
-/// delta-encoded instead of dictionary-encoded — on the benchmark job that is 26 % less lake
-/// and 6.5 % fewer instructions, as a dictionary of unique values only costs.
-fn properties_for(base: &WriterProperties, first: &RecordBatch) -> WriterProperties {
+/// The lake's settings with the encodings `first` (a file's first rows) calls for, and the
+/// layer's `statistics`. Integer and timestamp columns that come mostly ascending and mostly
+/// distinct (offsets, event times) are delta-encoded instead of dictionary-encoded — on the
+/// benchmark job that is 26 % less lake and 6.5 % fewer instructions, as a dictionary of unique
+/// values only costs.
+fn properties_for(
+    base: &WriterProperties,
+    first: &RecordBatch,
+    statistics: ColumnStatistics,
+) -> WriterProperties {
     let mut builder: Option<parquet::file::properties::WriterPropertiesBuilder> = None;
+    for field in first.schema().fields() {
+        let without = match statistics {
+            ColumnStatistics::All => false,
+            ColumnStatistics::Numbers => {
+                !(field.data_type().is_numeric()
+                    || field.data_type().is_temporal()
+                    || *field.data_type() == DataType::Boolean)
+            }
+            ColumnStatistics::None => true,
+        };
+        if without {
+            builder = Some(
+                builder
+                    .unwrap_or_else(|| base.clone().into_builder())
+                    .set_column_statistics_enabled(
+                        parquet::schema::types::ColumnPath::from(field.name().as_str()),
+                        EnabledStatistics::None,
+                    ),
+            );
+        }
+    }
     for (field, column) in first.schema().fields().iter().zip(first.columns()) {
         if !matches!(
             column.data_type(),
@@ -1232,6 +1270,41 @@ mod tests {
             keys: keys.iter().map(|k| k.to_string()).collect(),
             event_time: "ts".into(),
         }
+    }
+
+    /// Which columns of the file `key` of `lake` carry min/max statistics.
+    fn columns_with_statistics(lake: &mut LakeWriter, key: &str) -> Vec<String> {
+        use parquet::file::reader::FileReader;
+        let bytes = lake.open.remove(key).unwrap().encoding.close().bytes();
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+            bytes::Bytes::from(bytes.unwrap()),
+        )
+        .unwrap();
+        let row_group = reader.metadata().row_group(0);
+        row_group
+            .columns()
+            .iter()
+            .filter(|c| c.statistics().is_some_and(|s| s.min_bytes_opt().is_some()))
+            .map(|c| c.column_path().string())
+            .collect()
+    }
+
+    #[test]
+    fn bronze_keeps_statistics_of_numbers_and_other_layers_of_every_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = LakeUri::Local(dir.path().to_path_buf());
+        let mut lake = LakeWriter::new(&uri, 1)
+            .unwrap()
+            .with_statistics([("gold".to_string(), ColumnStatistics::None)].into());
+        for layer in ["bronze", "silver", "gold"] {
+            lake.write(layer, "t", &batch(&[10, 20]), &by(&[])).unwrap();
+        }
+        assert_eq!(columns_with_statistics(&mut lake, "bronze/t"), ["ts"]);
+        assert_eq!(
+            columns_with_statistics(&mut lake, "silver/t"),
+            ["ts", "name"]
+        );
+        assert!(columns_with_statistics(&mut lake, "gold/t").is_empty());
     }
 
     #[test]
