@@ -22,7 +22,8 @@ pub struct FileSource {
     bytes_per_record: usize,
 }
 
-/// The smallest read: a system call per few hundred KiB of lines.
+/// Reads are at least this large (a system call per few hundred KiB of lines), or a whole
+/// batch when batches are smaller: what a read brings beyond a batch is copied to the next.
 const MIN_READ_BYTES: usize = 256 * 1024;
 
 /// An open file read in large blocks straight into batches. Lines are found with a SIMD
@@ -36,6 +37,11 @@ struct LineReader {
     at_end: bool,
 }
 
+/// The smallest read for batches of `rows` records of about `bytes_per_record`.
+fn min_read(rows: usize, bytes_per_record: usize) -> usize {
+    (rows * bytes_per_record).min(MIN_READ_BYTES)
+}
+
 impl LineReader {
     /// Appends up to `want` more bytes of the file to `data`; false at the end of the file.
     fn fill(&mut self, data: &mut Vec<u8>, want: usize) -> std::io::Result<bool> {
@@ -43,7 +49,6 @@ impl LineReader {
         if self.at_end {
             return Ok(false);
         }
-        let want = want.max(MIN_READ_BYTES);
         data.reserve(want);
         let read = (&mut self.file).take(want as u64).read_to_end(data)?;
         self.at_end = read == 0;
@@ -84,17 +89,21 @@ impl LineReader {
         let mut data = std::mem::take(&mut self.rest);
         data.reserve(rows * bytes_per_record);
         // `data[..kept]` holds the records taken, each ended by a newline; `data[unread..]` the
-        // bytes not yet looked at.
-        let (mut kept, mut unread) = (0, 0);
+        // bytes not yet taken, of which `data[unread..searched]` holds no newline.
+        let (mut kept, mut unread, mut searched) = (0, 0, 0);
         while batch.ends.len() < rows {
-            let newline = match memchr::memchr(b'\n', &data[unread..]) {
-                Some(at) => unread + at,
+            let newline = match memchr::memchr(b'\n', &data[searched..]) {
+                Some(at) => searched + at,
                 None => {
                     // Close the gap left by cut-out lines before reading more after it.
                     data.copy_within(unread.., kept);
                     data.truncate(data.len() - (unread - kept));
                     unread = kept;
-                    let want = (rows - batch.ends.len()) * bytes_per_record;
+                    searched = data.len();
+                    // A line longer than the reads so far doubles the next one.
+                    let want = ((rows - batch.ends.len()) * bytes_per_record)
+                        .max(min_read(rows, bytes_per_record))
+                        .max(searched - unread);
                     if self.fill(&mut data, want)? {
                         continue;
                     }
@@ -121,6 +130,7 @@ impl LineReader {
                 kept += 1;
             }
             unread = newline + 1;
+            searched = unread;
         }
         self.rest = data[unread..].to_vec();
         data.truncate(kept);
@@ -335,5 +345,27 @@ mod tests {
                 assert_eq!(rest, expected[*taken..], "batch_rows {batch_rows}");
             }
         }
+    }
+
+    #[test]
+    fn a_line_far_longer_than_a_read_is_one_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let long = format!("{{\"pad\":\"{}\"}}", "y".repeat(3 * MIN_READ_BYTES));
+        std::fs::write(&path, format!("{{\"a\":1}}\n{long}\n{{\"a\":2}}\n")).unwrap();
+        let pattern = path.display().to_string();
+        let mut source = FileSource::new(&[pattern], None, 1, None).unwrap();
+        let mut read = Vec::new();
+        while let Some(batch) = source.next_batch().unwrap() {
+            read.extend(records(&batch));
+        }
+        assert_eq!(
+            read,
+            [
+                ("{\"a\":1}".to_string(), 1),
+                (long, 2),
+                ("{\"a\":2}".to_string(), 3)
+            ]
+        );
     }
 }
