@@ -141,14 +141,16 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
     if config.lake.max_buffer_mb == 0 {
         problems.push(at("lake.max_buffer_mb", "must be at least 1".into()));
     }
+    // The layers the pipeline writes besides its dead letters: what `lake.statistics` and the
+    // database sinks may name.
+    let layers: Vec<&str> = config
+        .stages
+        .iter()
+        .filter_map(|s| s.layer.as_deref())
+        .chain(config.bronze.as_ref().map(|_| "bronze"))
+        .collect();
     for layer in config.lake.statistics.keys() {
-        let written = (layer == "bronze" && config.bronze.is_some())
-            || layer == crate::sink::dead_letter::LAYER
-            || config
-                .stages
-                .iter()
-                .any(|s| s.layer.as_deref() == Some(layer));
-        if !written {
+        if !layers.contains(&layer.as_str()) && layer != crate::sink::dead_letter::LAYER {
             problems.push(at(
                 &format!("lake.statistics.{layer}"),
                 format!("this pipeline writes no layer `{layer}`"),
@@ -367,13 +369,6 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ConfigErrors> {
         }
     }
 
-    // The layers a database sink may load.
-    let layers: Vec<&str> = config
-        .stages
-        .iter()
-        .filter_map(|s| s.layer.as_deref())
-        .chain(config.bronze.as_ref().map(|_| "bronze"))
-        .collect();
     if let Some(clickhouse) = &config.clickhouse {
         if !(clickhouse.url.starts_with("http://")) {
             problems.push(at(
