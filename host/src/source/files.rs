@@ -59,18 +59,20 @@ impl LineReader {
     fn skip(&mut self, mut lines: i64) -> std::io::Result<()> {
         let mut data = std::mem::take(&mut self.rest);
         while lines > 0 {
-            match memchr::memchr_iter(b'\n', &data).nth(lines as usize - 1) {
-                Some(newline) => {
-                    data.drain(..=newline);
-                    break;
-                }
-                None => {
-                    lines -= memchr::memchr_iter(b'\n', &data).count() as i64;
-                    data.clear();
-                    if !self.fill(&mut data, MIN_READ_BYTES)? {
-                        break;
-                    }
-                }
+            // One pass over the block: the newlines still to skip, and where the last one is.
+            let (mut found, mut last) = (0, None);
+            for newline in memchr::memchr_iter(b'\n', &data).take(lines as usize) {
+                found += 1;
+                last = Some(newline);
+            }
+            lines -= found;
+            if lines == 0 {
+                data.drain(..=last.expect("a newline was found"));
+                break;
+            }
+            data.clear();
+            if !self.fill(&mut data, MIN_READ_BYTES)? {
+                break;
             }
         }
         self.rest = data;
