@@ -56,22 +56,17 @@ fn with_instance<T>(
     })
 }
 
-/// Encodes the outputs of a call; one that is the call's `input` unchanged goes as a marker
-/// ([`ipc::same_as_input`]).
+/// Encodes the outputs of a call on `input` (`None` for a watermark): what is the input, or
+/// rows of it, goes as a marker ([`ipc::encode_output`]).
 fn encode_outputs(
     outputs: Outputs,
     input: Option<&arrow_array::RecordBatch>,
 ) -> Result<Vec<Output>, PluginError> {
     outputs
-        .into_batches()
+        .into_rows()
         .into_iter()
-        .map(|(name, batch)| {
-            let batch = match input {
-                Some(input) if ipc::is_input(input, &batch) => {
-                    ipc::encode(&ipc::same_as_input(batch.num_rows())?)?
-                }
-                _ => ipc::encode(&batch)?,
-            };
+        .map(|(name, rows)| {
+            let batch = ipc::encode_output(rows, input)?;
             Ok(Output { name, batch })
         })
         .collect()

@@ -25,8 +25,8 @@ impl<P: Plugin> Harness<P> {
     pub fn process(&mut self, batch: &RecordBatch) -> Result<Outputs, PluginError> {
         let batch = ipc::decode(ipc::encode(batch)?)?;
         let mut out = Outputs::new();
-        self.plugin.process(batch, &mut out)?;
-        roundtrip(out)
+        self.plugin.process(batch.clone(), &mut out)?;
+        roundtrip(out, Some(&batch))
     }
 
     /// Processes a batch tagged with its table name, as the host sends it.
@@ -41,7 +41,7 @@ impl<P: Plugin> Harness<P> {
     pub fn on_watermark(&mut self, event_time_ms: i64) -> Result<Outputs, PluginError> {
         let mut out = Outputs::new();
         self.plugin.on_watermark(event_time_ms, &mut out)?;
-        roundtrip(out)
+        roundtrip(out, None)
     }
 
     /// Snapshots this instance's state and restores it into a fresh instance, as the host
@@ -54,10 +54,15 @@ impl<P: Plugin> Harness<P> {
     }
 }
 
-fn roundtrip(out: Outputs) -> Result<Outputs, PluginError> {
+/// Outputs as the host reads them: encoded as the wasm glue encodes them, decoded as the host
+/// decodes them.
+fn roundtrip(out: Outputs, input: Option<&RecordBatch>) -> Result<Outputs, PluginError> {
     let mut decoded = Outputs::new();
-    for (name, batch) in out.into_batches() {
-        decoded.emit(name, ipc::decode(ipc::encode(&batch)?)?);
+    for (name, rows) in out.into_rows() {
+        decoded.emit(
+            name,
+            ipc::decode_output(ipc::encode_output(rows, input)?, input)?,
+        );
     }
     Ok(decoded)
 }

@@ -1,10 +1,33 @@
 use crate::{OUT, PluginError, REJECTS, rejects};
-use arrow_array::RecordBatch;
+use arrow_array::{BooleanArray, RecordBatch};
+use arrow_select::filter::filter_record_batch;
 
 /// The named batches a plugin produces for one call.
 #[derive(Debug, Default)]
 pub struct Outputs {
-    batches: Vec<(String, RecordBatch)>,
+    batches: Vec<(String, Rows)>,
+}
+
+/// One output's rows.
+#[derive(Debug, Clone)]
+pub(crate) enum Rows {
+    Batch(RecordBatch),
+    /// The rows of `batch` that `keep` keeps. Filtered only when read: the host filters what
+    /// is left of its own input batch (see [`crate::ipc::INPUT_ROWS_METADATA`]).
+    Kept {
+        batch: RecordBatch,
+        keep: BooleanArray,
+    },
+}
+
+impl Rows {
+    fn into_batch(self) -> RecordBatch {
+        match self {
+            Rows::Batch(batch) => batch,
+            Rows::Kept { batch, keep } => filter_record_batch(&batch, &keep)
+                .expect("the mask has a value for each row, checked by `Outputs::emit_kept`"),
+        }
+    }
 }
 
 impl Outputs {
@@ -15,8 +38,31 @@ impl Outputs {
     /// Sends a batch to the named output. Empty batches are dropped: they carry nothing.
     pub fn emit(&mut self, output: impl Into<String>, batch: RecordBatch) {
         if batch.num_rows() > 0 {
-            self.batches.push((output.into(), batch));
+            self.batches.push((output.into(), Rows::Batch(batch)));
         }
+    }
+
+    /// Sends the rows of `batch` that `keep` keeps (true; false and null drop a row) to the
+    /// named output. Cheaper than filtering first when `batch` holds columns of the input
+    /// batch unchanged: those are filtered by the host, not copied in and out of the plugin.
+    pub fn emit_kept(
+        &mut self,
+        output: impl Into<String>,
+        batch: RecordBatch,
+        keep: BooleanArray,
+    ) -> Result<(), PluginError> {
+        if keep.len() != batch.num_rows() {
+            return Err(PluginError::other(format!(
+                "a mask of {} rows for a batch of {}",
+                keep.len(),
+                batch.num_rows()
+            )));
+        }
+        if keep.true_count() > 0 {
+            self.batches
+                .push((output.into(), Rows::Kept { batch, keep }));
+        }
+        Ok(())
     }
 
     /// Sends a batch to `out`.
@@ -38,30 +84,89 @@ impl Outputs {
         batch: &RecordBatch,
         reasons: &[Option<String>],
     ) -> Result<(), PluginError> {
-        let (kept, rejected) = rejects::split(batch, reasons)?;
-        self.out(kept);
+        let (keep, rejected) = rejects::split_kept(batch, reasons)?;
+        self.emit_kept(OUT, batch.clone(), keep)?;
         self.emit(REJECTS, rejected);
         Ok(())
     }
 
-    pub fn batches(&self) -> &[(String, RecordBatch)] {
-        &self.batches
+    /// Every output batch in order, filtered.
+    pub fn batches(&self) -> Vec<(String, RecordBatch)> {
+        self.batches
+            .iter()
+            .map(|(name, rows)| (name.clone(), rows.clone().into_batch()))
+            .collect()
     }
 
     pub fn into_batches(self) -> Vec<(String, RecordBatch)> {
+        self.batches
+            .into_iter()
+            .map(|(name, rows)| (name, rows.into_batch()))
+            .collect()
+    }
+
+    pub(crate) fn into_rows(self) -> Vec<(String, Rows)> {
         self.batches
     }
 
     /// All rows sent to one output, in order.
     pub fn output(&self, name: &str) -> Vec<RecordBatch> {
-        self.batches
-            .iter()
+        self.batches()
+            .into_iter()
             .filter(|(n, _)| n == name)
-            .map(|(_, b)| b.clone())
+            .map(|(_, b)| b)
             .collect()
     }
 
     pub fn rows(&self, name: &str) -> usize {
-        self.output(name).iter().map(RecordBatch::num_rows).sum()
+        self.batches
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, rows)| match rows {
+                Rows::Batch(batch) => batch.num_rows(),
+                Rows::Kept { keep, .. } => keep.true_count(),
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{ArrayRef, Int64Array};
+    use std::sync::Arc;
+
+    fn numbers() -> RecordBatch {
+        let column = Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef;
+        RecordBatch::try_from_iter([("n", column)]).unwrap()
+    }
+
+    #[test]
+    fn kept_rows_read_as_the_filtered_batch() {
+        let mut out = Outputs::new();
+        let keep = BooleanArray::from(vec![Some(true), None, Some(true)]);
+        out.emit_kept(OUT, numbers(), keep).unwrap();
+        out.emit_kept("none", numbers(), BooleanArray::from(vec![false; 3]))
+            .unwrap();
+        assert_eq!(out.rows(OUT), 2);
+        let expected =
+            RecordBatch::try_from_iter([("n", Arc::new(Int64Array::from(vec![1, 3])) as ArrayRef)])
+                .unwrap();
+        assert_eq!(out.output(OUT), std::slice::from_ref(&expected));
+        assert_eq!(
+            out.batches().len(),
+            1,
+            "a mask that keeps nothing emits nothing"
+        );
+        assert_eq!(out.into_batches(), [(OUT.to_string(), expected)]);
+
+        let error = Outputs::new()
+            .emit_kept(OUT, numbers(), BooleanArray::from(vec![true]))
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("a mask of 1 rows for a batch of 3")
+        );
     }
 }

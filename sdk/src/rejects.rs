@@ -33,6 +33,15 @@ pub fn split(
     batch: &RecordBatch,
     reasons: &[Option<String>],
 ) -> Result<(RecordBatch, RecordBatch), PluginError> {
+    let (keep, rejected) = split_kept(batch, reasons)?;
+    Ok((filter_record_batch(batch, &keep)?, rejected))
+}
+
+/// [`split`] with the kept rows as a mask over `batch`: (keep, rejected-with-reason).
+pub fn split_kept(
+    batch: &RecordBatch,
+    reasons: &[Option<String>],
+) -> Result<(BooleanArray, RecordBatch), PluginError> {
     if reasons.len() != batch.num_rows() {
         return Err(PluginError::other(format!(
             "{} reasons for {} rows",
@@ -42,8 +51,7 @@ pub fn split(
     }
     let keep: BooleanArray = reasons.iter().map(|r| Some(r.is_none())).collect();
     let drop: BooleanArray = reasons.iter().map(|r| Some(r.is_some())).collect();
-    let kept = filter_record_batch(batch, &keep)?;
     let rejected = filter_record_batch(batch, &drop)?;
     let rejected_reasons = reasons.iter().flatten().cloned().collect();
-    Ok((kept, with_reasons(&rejected, rejected_reasons)?))
+    Ok((keep, with_reasons(&rejected, rejected_reasons)?))
 }

@@ -115,8 +115,9 @@ impl WasmStage {
         }
     }
 
-    /// Decodes what a call returned; an output the plugin marked as its input unchanged
-    /// ([`ipc::same_as_input`]) is `input`, the batch the host sent.
+    /// Decodes what a call on `input` (`None` for a watermark) returned; an output marked as
+    /// the input or rows of it ([`ipc::decode_output`]) is made from `input`, the batch the
+    /// host sent.
     fn decode_outputs(
         &self,
         outputs: Vec<runtime::WitOutput>,
@@ -126,21 +127,9 @@ impl WasmStage {
             .into_iter()
             .map(|output| {
                 let name = output.name;
-                let batch = ipc::decode(output.batch).map_err(|e| {
-                    self.error(format!("output `{name}` is not valid Arrow IPC: {e}"))
-                })?;
-                if !ipc::is_same_as_input(&batch) {
-                    return Ok((name, batch));
-                }
-                match input {
-                    Some(input) if input.num_rows() == batch.num_rows() => {
-                        Ok((name, input.clone()))
-                    }
-                    _ => Err(self.error(format!(
-                        "output `{name}` is marked as the input batch, but there is no input of {} rows",
-                        batch.num_rows()
-                    ))),
-                }
+                let batch = ipc::decode_output(output.batch, input)
+                    .map_err(|e| self.error(format!("output `{name}` is not valid: {e}")))?;
+                Ok((name, batch))
             })
             .collect()
     }
