@@ -25,7 +25,7 @@ use sluice_sdk::arrow_array::types::{Float64Type, Int64Type, TimestampMillisecon
 use sluice_sdk::arrow_array::{PrimitiveArray, StringArray};
 use sluice_sdk::arrow_select::take::take_record_batch;
 use sluice_sdk::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 const DAY_MS: i64 = 86_400_000;
@@ -53,11 +53,15 @@ impl Default for KpisConfig {
 /// state serialises as plain JSON.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Day {
-    users_by_level: BTreeMap<String, BTreeSet<i64>>,
+    /// Hashed, as `listening`: a row looks each up, and in B-trees of a day's users or of
+    /// state-and-level keys that took a dozen comparisons (2.6 % of the 100k gold job's
+    /// instructions, more on days with more users).
+    users_by_level: BTreeMap<String, HashSet<i64, FixedState>>,
     streams_by_hour: BTreeMap<i32, i64>,
     /// Hashed: it holds every song played that day, and only its top entries are emitted.
     plays_by_song: HashMap<String, i64, FixedState>,
-    listening: BTreeMap<String, (f64, i64)>,
+    /// Emitted in key order.
+    listening: HashMap<String, (f64, i64), FixedState>,
     sessions: Vec<(f64, i64)>,
     upgrades: i64,
     downgrades: i64,
@@ -306,7 +310,9 @@ impl Tables {
             self.top_artists.2.append_value(artist);
             self.top_artists.3.append_value(plays);
         }
-        for (place, (seconds, plays)) in &day.listening {
+        let mut listening: Vec<_> = day.listening.iter().collect();
+        listening.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (place, (seconds, plays)) in listening {
             let (state, level) = place.split_once(SEP).unwrap_or((place, ""));
             self.listening.0.append_value(date);
             self.listening.1.append_value(state);
