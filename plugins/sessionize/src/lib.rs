@@ -8,12 +8,13 @@
 //! Events older than the watermark are rejected with reason `late`. Input may be out of order
 //! within the allowed lateness: an event can extend a session backwards or join two.
 //! State: only the open sessions (bounded by active users, not by history).
+use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 use sluice_sdk::arrow_array::builder::{
     Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
 use sluice_sdk::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub const SESSIONS: &str = "sessions";
@@ -135,8 +136,9 @@ fn assign(to: &mut Option<String>, from: Option<&str>) {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
-    /// Open sessions per user, sorted by start and more than a gap apart.
-    open: BTreeMap<i64, Vec<Session>>,
+    /// Open sessions per user, sorted by start and more than a gap apart. Hashed: every
+    /// event looks its user up (closed sessions are sorted when they are emitted).
+    open: HashMap<i64, Vec<Session>, FixedState>,
     watermark: Option<i64>,
 }
 
