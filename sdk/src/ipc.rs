@@ -211,11 +211,10 @@ pub(crate) fn encode_output(
         (Rows::Batch(batch), Some(input)) if is_input(input, &batch) => {
             encode(&same_as_input(batch.num_rows())?)
         }
-        (Rows::Batch(batch), _) => encode(&batch),
         (Rows::Kept { batch, keep }, Some(input)) if batch.num_rows() == input.num_rows() => {
             encode(&input_rows(&batch, keep, input)?)
         }
-        (Rows::Kept { batch, keep }, _) => encode(&filter_record_batch(&batch, &keep)?),
+        (rows, _) => encode(&rows.into_batch()),
     }
 }
 
@@ -291,13 +290,14 @@ pub fn decode_output(
         .as_any()
         .downcast_ref::<BooleanArray>()
         .ok_or_else(|| invalid(format!("the mask is {}, not boolean", keep.data_type())))?;
-    let own_fields = batch.schema_ref().fields();
-    let (mut fields, mut columns, mut next_own) = (Vec::new(), Vec::new(), 0);
+    // The mask's field is left out by the zip: `own` has one column fewer.
+    let mut own_columns = batch.schema_ref().fields().iter().zip(own);
+    let (mut fields, mut columns) = (Vec::new(), Vec::new());
     for source in sources.split(',').filter(|s| !s.is_empty()) {
         let (field, column) = if source == OWN_COLUMN {
-            next_own += 1;
-            own.get(next_own - 1)
-                .map(|c| (own_fields[next_own - 1].clone(), c.clone()))
+            own_columns
+                .next()
+                .map(|(f, c)| (f.clone(), c.clone()))
                 .ok_or_else(|| {
                     invalid(format!(
                         "more `{OWN_COLUMN}` than the {} columns sent",
@@ -325,10 +325,11 @@ pub fn decode_output(
         fields.push(field);
         columns.push(column);
     }
-    if next_own != own.len() {
+    if own_columns.len() > 0 {
         return Err(invalid(format!(
-            "{} columns sent, {next_own} used",
-            own.len()
+            "{} columns sent, {} used",
+            own.len(),
+            own.len() - own_columns.len()
         )));
     }
     let mut metadata = batch.schema_ref().metadata().clone();

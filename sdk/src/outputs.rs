@@ -21,7 +21,7 @@ pub(crate) enum Rows {
 }
 
 impl Rows {
-    fn into_batch(self) -> RecordBatch {
+    pub(crate) fn into_batch(self) -> RecordBatch {
         match self {
             Rows::Batch(batch) => batch,
             Rows::Kept { batch, keep } => filter_record_batch(&batch, &keep)
@@ -111,10 +111,10 @@ impl Outputs {
 
     /// All rows sent to one output, in order.
     pub fn output(&self, name: &str) -> Vec<RecordBatch> {
-        self.batches()
-            .into_iter()
+        self.batches
+            .iter()
             .filter(|(n, _)| n == name)
-            .map(|(_, b)| b)
+            .map(|(_, rows)| rows.clone().into_batch())
             .collect()
     }
 
