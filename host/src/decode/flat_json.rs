@@ -88,6 +88,9 @@ const UNKNOWN: u16 = u16::MAX;
 /// Nesting deeper than this in a skipped value is refused (the parser recurses).
 const MAX_DEPTH: usize = 128;
 
+/// The most a string column reserves up front; beyond it, it grows as it needs.
+const MAX_STRING_RESERVE: usize = 32 << 20;
+
 /// A decoder for one flat schema. Not shared between threads: it remembers key order.
 pub struct FlatJsonDecoder {
     schema: SchemaRef,
@@ -96,6 +99,9 @@ pub struct FlatJsonDecoder {
     order: Vec<u16>,
     /// A field is declared not nullable: every record's values are checked for nulls.
     has_required: bool,
+    /// Per field, the string bytes a row took in the last batch: the next batch's buffer is
+    /// sized from it instead of doubling its way up (a copy and fresh pages each time).
+    string_bytes_per_row: Vec<usize>,
 }
 
 impl FlatJsonDecoder {
@@ -119,6 +125,7 @@ impl FlatJsonDecoder {
             .collect::<Option<Vec<_>>>()?;
         Some(FlatJsonDecoder {
             has_required: fields.iter().any(|f| !f.nullable),
+            string_bytes_per_row: vec![16; fields.len()],
             schema,
             fields,
             order: Vec::new(),
@@ -138,7 +145,8 @@ impl FlatJsonDecoder {
         let mut columns: Vec<Column> = self
             .fields
             .iter()
-            .map(|f| Column::new(f.kind, capacity))
+            .zip(&self.string_bytes_per_row)
+            .map(|(f, &bytes_per_row)| Column::new(f.kind, capacity, bytes_per_row))
             .collect();
         let mut decoded = Vec::with_capacity(capacity);
         let mut failed = Vec::new();
@@ -155,6 +163,15 @@ impl FlatJsonDecoder {
                     }
                     failed.push((index, error));
                 }
+            }
+        }
+        for (column, bytes_per_row) in columns.iter().zip(&mut self.string_bytes_per_row) {
+            if let Values::Utf8 { bytes, .. } = &column.values
+                && row > 0
+            {
+                // An eighth more: a batch a little longer than the last still fits.
+                let average = bytes.len().div_ceil(row);
+                *bytes_per_row = average + average / 8;
             }
         }
         let arrays = columns
@@ -329,14 +346,16 @@ enum Values {
 }
 
 impl Column {
-    fn new(kind: Kind, capacity: usize) -> Self {
+    /// `bytes_per_row`: what a string column's text is expected to take.
+    fn new(kind: Kind, capacity: usize, bytes_per_row: usize) -> Self {
         let values = match kind {
             Kind::Utf8 => {
                 let mut offsets = Vec::with_capacity(capacity + 1);
                 offsets.push(0);
                 Values::Utf8 {
                     offsets,
-                    bytes: Vec::with_capacity(capacity * 16),
+                    // Bounded: a few long strings in a short batch say little of the next.
+                    bytes: Vec::with_capacity((capacity * bytes_per_row).min(MAX_STRING_RESERVE)),
                 }
             }
             Kind::Int32 => Values::Int32(Vec::with_capacity(capacity)),
