@@ -2,7 +2,8 @@
 """Sluice, DuckDB and Apache Spark (pyspark, local mode) on the same jobs, on this machine, in
 one run. Job `silver`: read EventSim JSON lines (four topics), write them as zstd Parquet
 partitioned by date (bronze), apply the `clean` plugin's rules and write the result the same
-way (silver). Job `gold`: the same, then the gold layer from silver: per-user sessions (the
+way (silver). Job `clean`: the same without bronze (JSON -> clean -> zstd Parquet, the
+pipeline the per-core target of issue 8 names). Job `gold`: the same as `silver`, then the gold layer from silver: per-user sessions (the
 `sessionize` plugin) and the seven KPI tables (the `kpis` plugin; DuckDB and Spark run the SQL
 of tests/interop/kpi_sql.py).
 
@@ -29,7 +30,9 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests/interop"))
 from kpi_sql import COMPARED, KPIS, SESSIONS, compared, kpi_query  # noqa: E402
 
-JOBS = ["silver", "gold"]
+JOBS = ["clean", "silver", "gold"]
+# The lake layers each job writes from the input; gold's tables are compared value by value.
+LAYERS = {"clean": ["silver"], "silver": ["bronze", "silver"], "gold": ["bronze", "silver"]}
 TOPICS = ["listen_events", "page_view_events", "auth_events", "status_change_events"]
 
 # EventSim's fields per topic, as Sluice's built-in schema declares them (host/src/decode/schema.rs).
@@ -65,15 +68,18 @@ def run_duckdb(input_dir, out, job):
                   "boolean": "BOOLEAN"}
     con = duckdb.connect()
     con.sql("SET threads = 2")
-    for layer in ["bronze", "silver"]:
+    for layer in LAYERS[job]:
         pathlib.Path(out, layer).mkdir(parents=True, exist_ok=True)
     for topic in TOPICS:
         fields = FIELDS[topic]
         columns = "{" + ", ".join(f"'{n}': '{duck_types[t]}'" for n, t in fields) + "}"
-        con.sql(f"""CREATE TABLE raw AS SELECT * FROM read_json('{input_dir}/{topic}.jsonl',
+        # Read once into a table when two layers come from it; a view streams it into one.
+        relation = "TABLE" if "bronze" in LAYERS[job] else "VIEW"
+        con.sql(f"""CREATE {relation} raw AS SELECT * FROM read_json('{input_dir}/{topic}.jsonl',
                     format = 'newline_delimited', columns = {columns})""")
-        con.sql(f"""COPY (SELECT *, CAST(epoch_ms(ts) AS DATE) AS date FROM raw)
-                    TO '{out}/bronze/{topic}' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {ZSTD_LEVEL}, PARTITION_BY (date))""")
+        if "bronze" in LAYERS[job]:
+            con.sql(f"""COPY (SELECT *, CAST(epoch_ms(ts) AS DATE) AS date FROM raw)
+                        TO '{out}/bronze/{topic}' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {ZSTD_LEVEL}, PARTITION_BY (date))""")
         normalised = []
         for name, kind in fields:
             if kind != "string":
@@ -94,7 +100,7 @@ def run_duckdb(input_dir, out, job):
         con.sql(f"""COPY (SELECT *, epoch_ms(ts) AS event_time, CAST(epoch_ms(ts) AS DATE) AS date FROM
                         (SELECT DISTINCT {", ".join(normalised)} FROM raw WHERE {" AND ".join(checks)}))
                     TO '{out}/silver/{topic}' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {ZSTD_LEVEL}, PARTITION_BY (date))""")
-        con.sql("DROP TABLE raw")
+        con.sql(f"DROP {relation} raw")
     if job == "gold":
         pathlib.Path(out, "gold").mkdir(parents=True, exist_ok=True)
         for topic in TOPICS:
@@ -127,7 +133,8 @@ def run_spark(input_dir, out, job):
         schema = T.StructType([T.StructField(n, spark_types[t], True) for n, t in fields])
         raw = spark.read.schema(schema).json(f"{input_dir}/{topic}.jsonl")
         date = F.to_date(F.timestamp_millis(F.col("ts")))
-        raw.withColumn("date", date).write.partitionBy("date").parquet(f"{out}/bronze/{topic}")
+        if "bronze" in LAYERS[job]:
+            raw.withColumn("date", date).write.partitionBy("date").parquet(f"{out}/bronze/{topic}")
         names = [n for n, _ in fields]
         ok = F.col("ts").isNotNull() & F.col("ts").between(MIN_TS, MAX_TS)
         if "userId" in names and "auth" in names:
@@ -174,8 +181,7 @@ lake:
   uri: file://{out}
   commit_rows: 10000000
   zstd_level: {zstd_level}
-bronze: {{partition_by: [date]}}
-stages:
+{bronze}stages:
   - name: clean
     plugin: {plugins}/clean.wasm
     layer: silver
@@ -214,7 +220,7 @@ def outputs(out, job):
     import duckdb
     con = duckdb.connect()
     found = {}
-    for layer in ["bronze", "silver"]:
+    for layer in LAYERS[job]:
         for topic in TOPICS:
             files = f"{out}/{layer}/{topic}/**/*.parquet"
             found[f"{layer}.{topic}"] = con.sql(f"SELECT count(*) FROM read_parquet('{files}')").fetchone()[0]
@@ -258,13 +264,14 @@ def chart(rows, path):
     engines = list(dict.fromkeys(r["engine"] for r in rows))
     colours = dict(zip(engines, ["#2f6fde", "#e0a526", "#c2452d"]))
     width = 0.8 / len(engines)
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, engine in enumerate(engines):
         mine = {r["job"]: r for r in rows if r["engine"] == engine}
         at = [j + (i - (len(engines) - 1) / 2) * width for j in range(len(jobs))]
         axes[0].bar(at, [mine[j]["events_per_s"] for j in jobs], width, label=engine, color=colours[engine])
         axes[1].bar(at, [mine[j]["peak_rss_mib"] for j in jobs], width, label=engine, color=colours[engine])
-    labels = {"silver": "JSON -> bronze -> silver", "gold": "... -> gold (sessions, KPIs)"}
+    labels = {"clean": "JSON -> clean\n-> silver", "silver": "JSON -> bronze\n-> silver",
+              "gold": "... -> gold\n(sessions, KPIs)"}
     for axis, title in zip(axes, [f"events/s ({rows[0]['events']:,} events)", "peak RSS (MiB)"]):
         axis.set_xticks(range(len(jobs)), [labels.get(j, j) for j in jobs])
         axis.set_title(title)
@@ -299,7 +306,8 @@ def append_csv(path, rows):
 def sluice_pipeline(job, input_dir, out, plugins):
     """The pipeline YAML of `job` for Sluice."""
     text = SLUICE_PIPELINE + (SLUICE_GOLD if job == "gold" else "")
-    return text.format(input=input_dir, out=out, plugins=plugins, zstd_level=ZSTD_LEVEL)
+    bronze = "bronze: {partition_by: [date]}\n" if "bronze" in LAYERS[job] else ""
+    return text.format(input=input_dir, out=out, plugins=plugins, zstd_level=ZSTD_LEVEL, bronze=bronze)
 
 
 def warm_up_sluice(args, work):
@@ -327,7 +335,7 @@ def main():
     parser.add_argument("--run", choices=["duckdb", "spark"], help=argparse.SUPPRESS)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--engines", default="sluice,duckdb,spark")
-    parser.add_argument("--jobs", default=",".join(JOBS), help="silver, gold or both")
+    parser.add_argument("--jobs", default=",".join(JOBS), help="any of clean, silver, gold, comma-separated")
     parser.add_argument("--repeat", type=int, default=3, help="runs per engine; figures are medians")
     parser.add_argument("--sluice", required=False, help="the sluice binary")
     parser.add_argument("--plugins", required=False, help="folder with clean.wasm, sessionize.wasm, kpis.wasm")

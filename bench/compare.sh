@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sluice vs DuckDB vs Apache Spark (pyspark, local[2]) on the same jobs, same machine, one run:
-#   silver: EventSim JSON lines → bronze → clean rules → silver, zstd Parquet partitioned by date;
-#   gold:   the same, then sessions and the seven KPI tables from silver (JOBS=silver or
-#           JOBS=gold runs one of them).
+#   clean:  EventSim JSON lines → clean rules → silver, zstd Parquet partitioned by date;
+#   silver: the same with bronze (the raw records as Parquet) written too;
+#   gold:   `silver`, then sessions and the seven KPI tables from silver
+#           (JOBS=clean,gold runs those two, and so on).
 #   bench/compare.sh [EVENTS]       release build, default 1,000,000 events; all three engines,
 #                                   median of 3 runs each (REPEAT=N to change)
 #   bench/compare.sh --quick        the test build, 100,000 events, Sluice and DuckDB, one run
@@ -31,4 +32,4 @@ if [[ $engines == *spark* ]]; then
 fi
 "$venv/bin/pip" install --quiet "${packages[@]}"
 "$venv/bin/python" bench/compare.py --events "$events" --engines "$engines" --repeat "$repeat" \
-  --jobs "${JOBS:-silver,gold}" --sluice "$CARGO_TARGET_DIR/$profile/sluice" --plugins "$SLUICE_PLUGIN_DIR" --out "$out"
+  --jobs "${JOBS:-clean,silver,gold}" --sluice "$CARGO_TARGET_DIR/$profile/sluice" --plugins "$SLUICE_PLUGIN_DIR" --out "$out"
