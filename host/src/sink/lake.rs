@@ -7,7 +7,8 @@
 //! `_commits/<pipeline>/<instance>/`; (3) files are renamed into place. A reader never sees a
 //! partial file. On start, `recover` finishes the renames of the instance's last commit record
 //! and deletes its uncommitted leftovers, then the source resumes from the recorded positions:
-//! no record is lost or written twice.
+//! no record is lost or written twice. A local lake flushes each phase to disk before the next
+//! (`Storage::sync`), so that holds after a crash of the machine too.
 //!
 //! Several host processes (instances) may share a pipeline and a lake, as members of one Kafka
 //! consumer group: each keeps its own commit log, and a lane (a Kafka partition number) that
@@ -60,6 +61,11 @@ pub enum LakeError {
     DeltaRefused { table: String, message: String },
     #[error("cannot create lake folder {path}: {source}")]
     CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot flush {path} to disk: {source}")]
+    Sync {
         path: String,
         source: std::io::Error,
     },
@@ -322,6 +328,51 @@ impl Storage {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Makes the files at `paths` and the folders that hold them, up to the lake's root,
+    /// survive a crash of the machine, not only of the process: a local folder's writes and
+    /// renames sit in the page cache until the kernel flushes them, which may be after the
+    /// source positions they carry were committed. HDFS needs nothing here: a closed file is
+    /// already on its DataNodes.
+    pub async fn sync<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), LakeError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let mut targets = std::collections::BTreeSet::new();
+        for path in paths {
+            let file = root.join(path);
+            targets.extend(
+                file.ancestors()
+                    .skip(1)
+                    .take_while(|folder| folder.starts_with(root))
+                    .map(PathBuf::from),
+            );
+            targets.insert(file);
+        }
+        futures::stream::iter(targets)
+            .map(|target| async move {
+                let fail = |source| LakeError::Sync {
+                    path: target.display().to_string(),
+                    source,
+                };
+                let synced = {
+                    let target = target.clone();
+                    tokio::task::spawn_blocking(move || std::fs::File::open(target)?.sync_all())
+                };
+                match synced.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(fail(e)),
+                    Err(e) => Err(fail(std::io::Error::other(e))),
+                }
+            })
+            .buffer_unordered(PARALLEL_FILES)
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(())
     }
 
@@ -718,12 +769,18 @@ impl LakeWriter {
             .buffer_unordered(PARALLEL_FILES)
             .try_collect::<Vec<()>>()
             .await?;
+        // On disk before the record that names them, and the record before anything reports
+        // the source positions durable.
+        store
+            .sync(files.iter().map(|file| file.staged.as_str()))
+            .await?;
         record.files = files;
         let record_path = commit_path(&record.pipeline, &record.instance, record.epoch);
         let json = serde_json::to_vec_pretty(&record).expect("commit records serialise");
         // A put is itself atomic on both stores (temporary file + rename), so a reader of
         // `_commits/` never sees half a record.
         self.store.put(&record_path, json).await?;
+        self.store.sync([record_path.as_str()]).await?;
         self.finish(&record).await?;
         let new: Vec<super::delta::NewFile> = delta_files
             .iter()
@@ -755,7 +812,11 @@ impl LakeWriter {
             .buffer_unordered(PARALLEL_FILES)
             .try_collect::<Vec<()>>()
             .await?;
-        Ok(())
+        // Recovery completes only the last record's renames: an earlier record's must be on
+        // disk before the next commit.
+        self.store
+            .sync(record.files.iter().map(|file| file.path.as_str()))
+            .await
     }
 
     /// Completes the last commit of this instance of `pipeline` after a crash and removes its
@@ -1384,6 +1445,28 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn sync_flushes_written_files_and_names_one_it_cannot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LakeUri::Local(dir.path().to_path_buf()).open().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            store.put("silver/t/date=2026-01-01/a.parquet", b"a".to_vec()).await.unwrap();
+            store.put("_commits/p/i/0000000001.json", b"{}".to_vec()).await.unwrap();
+            store
+                .sync(["silver/t/date=2026-01-01/a.parquet", "_commits/p/i/0000000001.json"])
+                .await
+                .unwrap();
+            let error = store.sync(["silver/t/missing.parquet"]).await.unwrap_err();
+            assert!(
+                matches!(&error, LakeError::Sync { path, .. } if path.ends_with("silver/t/missing.parquet")),
+                "{error}"
+            );
+        });
     }
 
     #[test]
