@@ -331,11 +331,11 @@ impl Storage {
         Ok(())
     }
 
-    /// Makes the files at `paths` and the folders that hold them, up to the lake's root,
-    /// survive a crash of the machine, not only of the process: a local folder's writes and
-    /// renames sit in the page cache until the kernel flushes them, which may be after the
-    /// source positions they carry were committed. HDFS needs nothing here: a closed file is
-    /// already on its DataNodes.
+    /// Makes the files (or folders) at `paths` and the folders that hold them, up to the
+    /// lake's root, survive a crash of the machine, not only of the process: a local folder's
+    /// writes and renames sit in the page cache until the kernel flushes them, which may be
+    /// after the source positions they carry were committed. HDFS needs nothing here: a closed
+    /// file is already on its DataNodes.
     pub async fn sync<'a>(
         &self,
         paths: impl IntoIterator<Item = &'a str>,
@@ -796,7 +796,8 @@ impl LakeWriter {
 
     /// Moves the staged files of a written commit record into place (idempotent).
     async fn finish(&self, record: &CommitRecord) -> Result<(), LakeError> {
-        futures::stream::iter(record.files.iter().filter(|f| f.staged != f.path))
+        let renamed = || record.files.iter().filter(|f| f.staged != f.path);
+        futures::stream::iter(renamed())
             .map(|file| async move {
                 match self.store.rename(&file.staged, &file.path).await {
                     Ok(()) => Ok(()),
@@ -813,10 +814,13 @@ impl LakeWriter {
             .try_collect::<Vec<()>>()
             .await?;
         // Recovery completes only the last record's renames: an earlier record's must be on
-        // disk before the next commit.
-        self.store
-            .sync(record.files.iter().map(|file| file.path.as_str()))
-            .await
+        // disk before the next commit. The files' bytes were flushed before the record; a
+        // rename changes only the folders.
+        let folders = renamed().map(|file| match file.path.rsplit_once('/') {
+            Some((folder, _)) => folder,
+            None => "",
+        });
+        self.store.sync(folders).await
     }
 
     /// Completes the last commit of this instance of `pipeline` after a crash and removes its
