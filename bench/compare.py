@@ -3,9 +3,9 @@
 one run. Job `silver`: read EventSim JSON lines (four topics), write them as zstd Parquet
 partitioned by date (bronze), apply the `clean` plugin's rules and write the result the same
 way (silver). Job `clean`: the same without bronze (JSON -> clean -> zstd Parquet, the
-pipeline the per-core target of issue 8 names). Job `gold`: the same as `silver`, then the gold layer from silver: per-user sessions (the
-`sessionize` plugin) and the seven KPI tables (the `kpis` plugin; DuckDB and Spark run the SQL
-of tests/interop/kpi_sql.py).
+pipeline the per-core target of issue 8 names). Job `gold`: the same as `silver`, then the
+gold layer from silver: per-user sessions (the `sessionize` plugin) and the seven KPI tables
+(the `kpis` plugin; DuckDB and Spark run the SQL of tests/interop/kpi_sql.py).
 
 Each engine runs as a child process, measured with wait4 (wall time, user+system CPU, peak
 RSS). The outputs are read afterwards with DuckDB from the Parquet files each engine wrote:
@@ -68,16 +68,17 @@ def run_duckdb(input_dir, out, job):
                   "boolean": "BOOLEAN"}
     con = duckdb.connect()
     con.sql("SET threads = 2")
+    bronze = "bronze" in LAYERS[job]
+    # Read once into a table when two layers come from it; a view streams it into one.
+    relation = "TABLE" if bronze else "VIEW"
     for layer in LAYERS[job]:
         pathlib.Path(out, layer).mkdir(parents=True, exist_ok=True)
     for topic in TOPICS:
         fields = FIELDS[topic]
         columns = "{" + ", ".join(f"'{n}': '{duck_types[t]}'" for n, t in fields) + "}"
-        # Read once into a table when two layers come from it; a view streams it into one.
-        relation = "TABLE" if "bronze" in LAYERS[job] else "VIEW"
         con.sql(f"""CREATE {relation} raw AS SELECT * FROM read_json('{input_dir}/{topic}.jsonl',
                     format = 'newline_delimited', columns = {columns})""")
-        if "bronze" in LAYERS[job]:
+        if bronze:
             con.sql(f"""COPY (SELECT *, CAST(epoch_ms(ts) AS DATE) AS date FROM raw)
                         TO '{out}/bronze/{topic}' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {ZSTD_LEVEL}, PARTITION_BY (date))""")
         normalised = []
