@@ -300,7 +300,9 @@ pub struct LakeConfig {
     pub commit_rows: u64,
     /// Commits early when open files hold more than this many MiB (Parquet's own estimate),
     /// so memory is bounded by this setting, not by the input or by how many partitions an
-    /// epoch touches. Measured: the process's peak RSS is about 140 MiB plus 2-3x this.
+    /// epoch touches. Measured (benchmark job clean, 20M events, BENCHMARKS.md): peak RSS
+    /// 256 MiB at 16, 309 MiB at 64 (the default); decoding, the plugins and the encoder
+    /// queues take the other ~240 MiB whatever this is.
     #[serde(default = "default_max_buffer_mb")]
     pub max_buffer_mb: u64,
     /// An unbounded source (Kafka) also commits when this much time has passed since the
