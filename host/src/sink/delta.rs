@@ -283,7 +283,7 @@ async fn commit_table(
         partition_by: (!partitions.is_empty()).then_some(partitions),
         predicate: None,
     };
-    commit(table, state, &delta, actions, operation).await
+    commit(storage, table, state, &delta, actions, operation).await
 }
 
 /// Whether the log of `delta` holds `app`'s commit `version` (an epoch or a job), or a later one.
@@ -333,19 +333,30 @@ fn txn(app: &str, version: u64, now: i64) -> Action {
 }
 
 async fn commit(
+    storage: &Storage,
     table: &str,
     state: &deltalake_core::table::state::DeltaTableState,
     delta: &DeltaTable,
     actions: Vec<Action>,
     operation: DeltaOperation,
 ) -> Result<(), LakeError> {
-    deltalake_core::kernel::transaction::CommitBuilder::default()
+    let committed = deltalake_core::kernel::transaction::CommitBuilder::default()
         .with_actions(actions)
         .with_max_retries(COMMIT_RETRIES)
         .build(Some(state), delta.log_store(), operation)
         .await
         .map_err(|e| delta_error(table, e))?;
-    Ok(())
+    sync_log_entry(storage, table, committed.version).await
+}
+
+/// Flushes the log entry of `version` to disk (a local lake; a no-op on HDFS). delta-rs
+/// writes it through `object_store`, which does not: after a crash of the machine the entry
+/// of an epoch whose source positions were already reported durable could be missing, or a
+/// later one present without it.
+async fn sync_log_entry(storage: &Storage, table: &str, version: u64) -> Result<(), LakeError> {
+    storage
+        .sync([format!("{table}/_delta_log/{version:020}.json").as_str()])
+        .await
 }
 
 async fn create(
@@ -361,7 +372,12 @@ async fn create(
         .with_save_mode(SaveMode::Ignore)
         .await;
     match created {
-        Ok(delta) => Ok(delta),
+        Ok(delta) => {
+            if let Some(version) = delta.version() {
+                sync_log_entry(storage, table, version).await?;
+            }
+            Ok(delta)
+        }
         // Another instance created it first.
         Err(_) if let Some(delta) = open(storage, table).await? => Ok(delta),
         Err(e) => Err(delta_error(table, e)),
@@ -526,7 +542,7 @@ pub async fn replace(
             partition_by: None,
             predicate: None,
         };
-        commit(table, state, &delta, actions, operation).await?;
+        commit(storage, table, state, &delta, actions, operation).await?;
         delta
             .update_state()
             .await
