@@ -198,10 +198,27 @@ fn main() -> std::process::ExitCode {
     match try_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe(&error));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated as anyhow's `{:#}` prints them, but without a
+/// cause the message before it already states: many of the library's errors put their cause
+/// in their own text and also expose it as their source, and the line said it twice.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.is_empty() {
+            text = cause;
+        } else if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn try_main() -> Result<()> {
@@ -525,4 +542,32 @@ fn stop_on_signal() -> Result<Arc<AtomicBool>> {
             });
         })?;
     Ok(stop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot flush {path}: {source}")]
+    struct Stated {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_the_message_already_states_is_not_repeated_and_others_are_kept() {
+        let missing = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let stated = anyhow::Error::from(Stated {
+            path: "a.parquet".into(),
+            source: missing(),
+        })
+        .context("pipeline p failed");
+        assert_eq!(
+            describe(&stated),
+            "pipeline p failed: cannot flush a.parquet: no such file"
+        );
+        let unstated = anyhow::Error::from(missing()).context("cannot open a.yaml");
+        assert_eq!(describe(&unstated), "cannot open a.yaml: no such file");
+    }
 }
