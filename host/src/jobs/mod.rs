@@ -60,10 +60,17 @@ impl Rewrite {
         )
     }
 
-    /// Records the rewrite, then applies it.
+    /// Records the rewrite, then applies it. The new files are on disk before the record
+    /// that names them (a file missing from the scratch folder stops the job here, before
+    /// anything changes), and the record before the change it describes.
     pub async fn commit(&self, storage: &Storage) -> Result<(), LakeError> {
+        storage
+            .sync(self.moves.iter().map(|(from, _)| from.as_str()))
+            .await?;
         let json = serde_json::to_vec_pretty(self).expect("rewrites serialise");
-        storage.put(&self.path("pending"), json).await?;
+        let pending = self.path("pending");
+        storage.put(&pending, json).await?;
+        storage.sync([pending.as_str()]).await?;
         self.apply(storage).await
     }
 
@@ -78,6 +85,13 @@ impl Rewrite {
                 Err(e) => return Err(e),
             }
         }
+        // On a local lake each step is flushed before the next: a crash of the machine must
+        // not keep a deletion and lose the renames that replace what it deleted, nor keep the
+        // `done` mark and lose a deletion (the replaced files would come back beside their
+        // replacements, with no pending record left to remove them again).
+        storage
+            .sync(self.moves.iter().map(|(_, to)| to.as_str()))
+            .await?;
         if !self.delta_layers.is_empty() {
             self.commit_to_delta_tables(storage).await?;
         }
@@ -87,22 +101,26 @@ impl Rewrite {
                 Err(e) => return Err(e),
             }
         }
+        storage
+            .sync_removals(self.remove.iter().map(String::as_str))
+            .await?;
+        let mut records = Vec::with_capacity(self.records.len());
         for record in &self.records {
             let json = serde_json::to_vec_pretty(record).expect("commit records serialise");
             let path = commit_path(&record.pipeline, &record.instance, record.epoch);
             storage.put(&path, json).await?;
+            records.push(path);
         }
+        storage.sync(records.iter().map(String::as_str)).await?;
         storage.clear(&self.scratch()).await?;
         let done = self.path("done");
         match storage.rename(&self.path("pending"), &done).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             Err(LakeError::Store(object_store::Error::NotFound { .. }))
-                if storage.exists(&done).await? =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
+                if storage.exists(&done).await? => {}
+            Err(e) => return Err(e),
         }
+        storage.sync([done.as_str()]).await
     }
 }
 
@@ -186,4 +204,64 @@ pub async fn finish_pending(storage: &Storage, pipeline: &str) -> Result<(), Lak
         rewrite.apply(storage).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::lake::temporary_lake as lake;
+
+    fn rewrite(storage: &Storage, runtime: &tokio::runtime::Runtime) -> Rewrite {
+        let mut rewrite = Rewrite::new("p", "compact", 7);
+        let scratch = format!(
+            "{}/silver/t/date=2026-01-01/00000.parquet",
+            rewrite.scratch()
+        );
+        runtime.block_on(async {
+            for old in ["a", "b"] {
+                let path = format!("silver/t/date=2026-01-01/{old}.parquet");
+                storage.put(&path, old.into()).await.unwrap();
+                rewrite.remove.push(path);
+            }
+            storage.put(&scratch, b"ab".to_vec()).await.unwrap();
+        });
+        rewrite
+            .moves
+            .push((scratch, "silver/t/date=2026-01-01/ab.parquet".into()));
+        rewrite
+    }
+
+    #[test]
+    fn a_rewrite_moves_its_files_in_removes_what_they_replace_and_is_marked_done() {
+        let (_dir, storage, runtime) = lake();
+        let rewrite = rewrite(&storage, &runtime);
+        runtime.block_on(async {
+            rewrite.commit(&storage).await.unwrap();
+            assert_eq!(
+                storage.list("silver").await.unwrap(),
+                ["silver/t/date=2026-01-01/ab.parquet"]
+            );
+            assert_eq!(
+                storage.list("_jobs").await.unwrap(),
+                ["_jobs/p/0000000007.compact.done.json"]
+            );
+        });
+    }
+
+    #[test]
+    fn a_rewrite_whose_new_file_is_missing_is_refused_before_anything_changes() {
+        let (dir, storage, runtime) = lake();
+        let mut rewrite = rewrite(&storage, &runtime);
+        rewrite.moves[0].0.push_str(".gone");
+        runtime.block_on(async {
+            let error = rewrite.commit(&storage).await.unwrap_err();
+            assert!(
+                matches!(&error, LakeError::Sync { path, .. } if path.ends_with("00000.parquet.gone")),
+                "{error}"
+            );
+            // No pending record: a restart has nothing to finish that it could not.
+            assert!(!dir.path().join("_jobs/p/0000000007.compact.pending.json").exists());
+            assert_eq!(storage.list("silver").await.unwrap().len(), 2);
+        });
+    }
 }

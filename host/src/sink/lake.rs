@@ -376,6 +376,28 @@ impl Storage {
         Ok(())
     }
 
+    /// Makes the deletion of the files at `paths` survive a crash of the machine: flushes the
+    /// folders that held them or, where a folder is gone as well, the nearest one left.
+    pub async fn sync_removals<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), LakeError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let folders: std::collections::BTreeSet<&str> = paths
+            .into_iter()
+            .filter_map(|path| {
+                std::path::Path::new(path)
+                    .ancestors()
+                    .skip(1)
+                    .find(|folder| root.join(folder).is_dir())
+                    .and_then(|folder| folder.to_str())
+            })
+            .collect();
+        self.sync(folders).await
+    }
+
     pub async fn get(&self, path: &str) -> Result<bytes::Bytes, LakeError> {
         let location = StorePath::from(path);
         self.retry("read", path, || async {
@@ -1312,6 +1334,20 @@ pub fn partition_value(value: &str) -> String {
         .collect()
 }
 
+/// A local lake in a new temporary folder, and a runtime to drive its storage: for tests.
+#[cfg(test)]
+pub(crate) fn temporary_lake() -> (tempfile::TempDir, Storage, tokio::runtime::Runtime) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let storage = LakeUri::Local(dir.path().to_path_buf())
+        .open()
+        .expect("a local lake opens");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    (dir, storage, runtime)
+}
+
 #[cfg(test)]
 // `vec![a..b]`: a list of one run is what these tests mean.
 #[allow(clippy::single_range_in_vec_init)]
@@ -1453,11 +1489,7 @@ mod tests {
 
     #[test]
     fn sync_flushes_written_files_and_names_one_it_cannot() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LakeUri::Local(dir.path().to_path_buf()).open().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let (_dir, store, runtime) = temporary_lake();
         runtime.block_on(async {
             store.put("silver/t/date=2026-01-01/a.parquet", b"a".to_vec()).await.unwrap();
             store.put("_commits/p/i/0000000001.json", b"{}".to_vec()).await.unwrap();
@@ -1470,6 +1502,45 @@ mod tests {
                 matches!(&error, LakeError::Sync { path, .. } if path.ends_with("silver/t/missing.parquet")),
                 "{error}"
             );
+        });
+    }
+
+    #[test]
+    fn removals_are_flushed_through_the_folders_left() {
+        let (dir, store, runtime) = temporary_lake();
+        runtime.block_on(async {
+            store
+                .put("silver/t/date=2026-01-01/a.parquet", b"a".to_vec())
+                .await
+                .unwrap();
+            store
+                .put("silver/t/date=2026-01-02/b.parquet", b"b".to_vec())
+                .await
+                .unwrap();
+            store
+                .delete("silver/t/date=2026-01-01/a.parquet")
+                .await
+                .unwrap();
+            store
+                .delete("silver/t/date=2026-01-02/b.parquet")
+                .await
+                .unwrap();
+            std::fs::remove_dir(dir.path().join("silver/t/date=2026-01-02")).unwrap();
+            store
+                .sync_removals([
+                    "silver/t/date=2026-01-01/a.parquet",
+                    "silver/t/date=2026-01-02/b.parquet",
+                ])
+                .await
+                .unwrap();
+            // What `sync` would refuse: the file, and for the second the folder, are gone.
+            assert!(
+                store
+                    .sync(["silver/t/date=2026-01-01/a.parquet"])
+                    .await
+                    .is_err()
+            );
+            assert!(store.sync(["silver/t/date=2026-01-02"]).await.is_err());
         });
     }
 
