@@ -340,23 +340,45 @@ async fn commit(
     actions: Vec<Action>,
     operation: DeltaOperation,
 ) -> Result<(), LakeError> {
-    let committed = deltalake_core::kernel::transaction::CommitBuilder::default()
+    use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
+    // `CommitBuilder::default()` runs no post-commit hook, so the log was never checkpointed:
+    // every open of a table (one per epoch) read all its log entries, a stream's
+    // ever-growing number. These properties checkpoint every `delta.checkpointInterval`
+    // (100) versions, and clean up entries past `delta.logRetentionDuration` (30 days) that
+    // a checkpoint covers, as Spark's writer does.
+    let committed = CommitBuilder::from(CommitProperties::default())
         .with_actions(actions)
         .with_max_retries(COMMIT_RETRIES)
         .build(Some(state), delta.log_store(), operation)
         .await
         .map_err(|e| delta_error(table, e))?;
-    sync_log_entry(storage, table, committed.version).await
+    sync_log_entry(
+        storage,
+        table,
+        committed.version,
+        committed.metrics.new_checkpoint_created,
+    )
+    .await
 }
 
-/// Flushes the log entry of `version` to disk (a local lake; a no-op on HDFS). delta-rs
-/// writes it through `object_store`, which does not: after a crash of the machine the entry
-/// of an epoch whose source positions were already reported durable could be missing, or a
-/// later one present without it.
-async fn sync_log_entry(storage: &Storage, table: &str, version: u64) -> Result<(), LakeError> {
-    storage
-        .sync([format!("{table}/_delta_log/{version:020}.json").as_str()])
-        .await
+/// Flushes the log entry of `version` to disk (a local lake; a no-op on HDFS), and the
+/// checkpoint the commit made, if it made one. delta-rs writes them through `object_store`,
+/// which does not: after a crash of the machine the entry of an epoch whose source positions
+/// were already reported durable could be missing, or a later one present without it, or
+/// `_last_checkpoint` could name a checkpoint that is not there.
+async fn sync_log_entry(
+    storage: &Storage,
+    table: &str,
+    version: u64,
+    checkpointed: bool,
+) -> Result<(), LakeError> {
+    let log = format!("{table}/_delta_log");
+    let mut written = vec![format!("{log}/{version:020}.json")];
+    if checkpointed {
+        written.push(format!("{log}/{version:020}.checkpoint.parquet"));
+        written.push(format!("{log}/_last_checkpoint"));
+    }
+    storage.sync(written.iter().map(String::as_str)).await
 }
 
 async fn create(
@@ -374,7 +396,7 @@ async fn create(
     match created {
         Ok(delta) => {
             if let Some(version) = delta.version() {
-                sync_log_entry(storage, table, version).await?;
+                sync_log_entry(storage, table, version, false).await?;
             }
             Ok(delta)
         }
@@ -570,4 +592,32 @@ mod tests {
         );
         assert!(table_of("gold").is_none());
     }
+
+    #[test]
+    fn a_table_is_checkpointed_every_hundred_versions_and_the_checkpoint_flushed() {
+        let (dir, storage, runtime) = crate::sink::lake::temporary_lake();
+        let table = "silver/t";
+        let schema = Arc::new(ArrowSchema::new(vec![arrow::datatypes::Field::new(
+            "x",
+            arrow::datatypes::DataType::Int64,
+            true,
+        )]));
+        let schemas = BTreeMap::from([(table.to_string(), schema)]);
+        runtime.block_on(async {
+            // Version 0 creates the table and job n commits version n. The checkpoint comes
+            // with the 100th version, and its sync fails if it is not where we look for it.
+            for job in 1..CHECKPOINT_INTERVAL {
+                let file = (format!("{table}/date=2026-01-01/{job}.parquet"), 10, 1);
+                replace(&storage, "p", job, &[], &[file], &schemas)
+                    .await
+                    .unwrap();
+            }
+        });
+        let log = dir.path().join(table).join("_delta_log");
+        assert!(log.join("00000000000000000099.checkpoint.parquet").exists());
+        assert!(log.join("_last_checkpoint").exists());
+    }
+
+    /// deltalake's default `delta.checkpointInterval`.
+    const CHECKPOINT_INTERVAL: u64 = 100;
 }
