@@ -91,6 +91,41 @@ fn kpi_tables(lake: &Path) -> BTreeMap<String, Vec<String>> {
     tables
 }
 
+/// The state snapshots under the lake's `_state/`, and those the latest commit record of
+/// instance `main` names: old ones are removed at each commit, so the two are the same.
+fn state_files(lake: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+    fn walk(dir: &Path, found: &mut BTreeSet<String>, root: &Path) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, found, root);
+            } else {
+                let relative = path.strip_prefix(root).unwrap();
+                found.insert(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut stored = BTreeSet::new();
+    walk(&lake.join("_state"), &mut stored, lake);
+    let commits = lake.join("_commits/sessions/main");
+    let latest = std::fs::read_dir(&commits)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .max()
+        .unwrap();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&latest).unwrap()).unwrap();
+    let named = record["lanes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|lane| lane["state"].as_object().unwrap().values())
+        .map(|path| path.as_str().unwrap().to_string())
+        .collect();
+    (stored, named)
+}
+
 fn pipeline(dir: &Path, source: &str, extra: &str) -> std::path::PathBuf {
     let path = dir.join("p.yaml");
     std::fs::write(
@@ -114,6 +149,14 @@ fn sessions_equal_eventsim_ground_truth_across_batches() {
     let truth = truth(&lake);
     assert!(truth.len() > 1000, "{} sessions", truth.len());
     assert_eq!(found(&lake), truth);
+    let commits = std::fs::read_dir(lake.join("_commits/sessions/main"))
+        .unwrap()
+        .count();
+    assert!(commits > 2, "{commits} commits");
+    let (stored, named) = state_files(&lake);
+    // sessionize and kpis, on one lane.
+    assert_eq!(named.len(), 2, "{named:?}");
+    assert_eq!(stored, named);
     assert!(lake.join("gold/sessions").read_dir().unwrap().all(|d| {
         d.unwrap()
             .file_name()
@@ -235,6 +278,11 @@ fn killed_and_restarted_the_sessions_equal_an_uninterrupted_run() {
     let stdout = assert_success(&sluice(&["run", "--quiet", p.to_str().unwrap()], &[]));
     assert!(stdout.contains("resumed after"), "{stdout}");
     assert_eq!(found(&dir.path().join("lake")), expected);
+    let (stored, named) = state_files(&dir.path().join("lake"));
+    assert_eq!(
+        stored, named,
+        "the snapshots of the run before the crash are gone too"
+    );
     let restarted = kpi_tables(&dir.path().join("lake"));
     for (table, rows) in &expected_kpis {
         let got = restarted.get(table).cloned().unwrap_or_default();

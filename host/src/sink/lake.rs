@@ -28,7 +28,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -813,7 +813,52 @@ impl LakeWriter {
             })
             .collect();
         self.commit_to_delta(&record, &new).await?;
+        if let Err(error) = self.remove_stale_state(&record).await {
+            // The commit stands; the next one tries again.
+            tracing::warn!(lake = %self.store.location, %error, "could not remove old state snapshots");
+        }
         Ok(record)
+    }
+
+    /// Deletes the state snapshots of `record`'s instance that the record does not name.
+    /// State is only ever read through the latest record of an instance (recovery,
+    /// `lane_checkpoints`, a backfill's next records), and a lane that another instance took
+    /// over stays named in every later record of the one that gave it away, so nothing that
+    /// can still be read goes. Without this `_state/` grew by a snapshot per stateful stage
+    /// and lane at every commit (every 5 s by default).
+    async fn remove_stale_state(&self, record: &CommitRecord) -> Result<(), LakeError> {
+        let named: BTreeSet<&str> = record
+            .lanes
+            .values()
+            .flat_map(|lane| lane.state.values())
+            .map(String::as_str)
+            .collect();
+        let folder = format!("_state/{}/{}", record.pipeline, record.instance);
+        let listed = match self.store.list(&folder).await {
+            Ok(listed) => listed,
+            // A stateless pipeline's instance has no such folder (HDFS says so).
+            Err(LakeError::Store(object_store::Error::NotFound { .. })) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let stale: Vec<&String> = listed
+            .iter()
+            .filter(|path| !named.contains(path.as_str()))
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        futures::stream::iter(stale)
+            .map(|path| async move {
+                match self.store.delete(path).await {
+                    Ok(()) | Err(LakeError::Store(object_store::Error::NotFound { .. })) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(PARALLEL_FILES)
+            .try_collect::<Vec<()>>()
+            .await?;
+        self.store.prune_empty_folders(&folder);
+        Ok(())
     }
 
     /// Moves the staged files of a written commit record into place (idempotent).
