@@ -1070,11 +1070,14 @@ impl LakeReader {
             .filter(|path| path.ends_with(".json"))
             .collect();
         paths.sort();
-        let mut records = Vec::with_capacity(paths.len());
-        for path in paths {
-            records.push(self.record(&path).await?);
-        }
-        Ok(records)
+        // A stream writes a record every few seconds, so a long one has tens of thousands,
+        // and on HDFS each read is round trips to the NameNode and a DataNode: read several
+        // at once, as the lake writes files.
+        futures::stream::iter(&paths)
+            .map(|path| self.record(path))
+            .buffered(PARALLEL_FILES)
+            .try_collect()
+            .await
     }
 
     /// The newest commit record of each instance of `pipeline`.
