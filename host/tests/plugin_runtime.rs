@@ -177,3 +177,55 @@ fn a_component_that_is_no_plugin_and_a_core_module_are_refused() {
         "{error}"
     );
 }
+
+/// `rows` rows with `_offset` from `first` on.
+fn offsets(first: i64, rows: i64) -> RecordBatch {
+    let schema = Schema::new(vec![Field::new("_offset", DataType::Int64, false)]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![Arc::new(Int64Array::from_iter_values(first..first + rows))],
+    )
+    .unwrap()
+}
+
+/// What the stateful `faulty` plugin says it had processed before the batch at `first`.
+fn rows_before(stage: &mut sluice::stage::WasmStage, first: i64) -> i64 {
+    let outputs = stage.process("t", &offsets(first, 10)).unwrap();
+    let column = outputs[0].1.column_by_name("rows_before").unwrap();
+    column
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
+#[test]
+fn a_stateful_plugin_that_traps_goes_on_from_the_state_it_had_before_the_batch() {
+    for mode in ["panic", "loop"] {
+        let config = format!(r#"{{"mode": "{mode}", "trigger_offset": 25, "stateful": true}}"#);
+        let limits = Limits {
+            fuel: 100_000_000,
+            ..Limits::default()
+        };
+        let mut stage = load_plugin("faulty", &config, limits).unwrap();
+        assert!(stage.info().stateful);
+        assert_eq!(rows_before(&mut stage, 0), 0);
+        assert_eq!(rows_before(&mut stage, 10), 10);
+        // Batches since the last snapshot are made again: a restored state alone says 0.
+        let error = stage.process("t", &offsets(20, 10)).unwrap_err();
+        assert!(
+            error.reason.contains("limit") || error.reason.contains("trapped"),
+            "{error}"
+        );
+        assert_eq!(rows_before(&mut stage, 30), 20, "{mode}");
+
+        // From a snapshot, and a restored state, likewise.
+        let snapshot = stage.snapshot().unwrap();
+        assert_eq!(rows_before(&mut stage, 40), 30);
+        stage.process("t", &offsets(20, 10)).unwrap_err();
+        assert_eq!(rows_before(&mut stage, 50), 40, "{mode}");
+        stage.restore(&snapshot).unwrap();
+        stage.process("t", &offsets(20, 10)).unwrap_err();
+        assert_eq!(rows_before(&mut stage, 60), 30, "{mode}");
+    }
+}

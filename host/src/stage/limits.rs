@@ -12,6 +12,10 @@ pub struct Limits {
     /// Wall-clock time one call may take.
     #[serde(with = "humantime_ms", rename = "timeout_ms")]
     pub timeout: Duration,
+    /// Input a stateful plugin's instance keeps, at most, to rebuild its state after a trap,
+    /// in MiB; past it the instance is snapshotted. 0: none is kept, and a trap loses the
+    /// state.
+    pub replay_mb: u64,
 }
 
 impl Default for Limits {
@@ -20,6 +24,7 @@ impl Default for Limits {
             memory_mb: 512,
             fuel: 20_000_000_000,
             timeout: Duration::from_secs(30),
+            replay_mb: 16,
         }
     }
 }

@@ -185,7 +185,7 @@ impl WasmStage {
             ipc::encode(batch).map_err(|e| self.error(format!("cannot encode batch: {e}")))?;
         let outputs = self
             .instance
-            .process(&bytes)
+            .process(bytes)
             .map_err(|e| self.call_error(e))?;
         self.decode_outputs(outputs, Some(batch))
     }

@@ -327,6 +327,46 @@ pub struct PluginInstance {
     info: PluginInfo,
     /// Fuel the last call used.
     last_fuel: u64,
+    /// A stateful plugin's way back after a trap (see [`Recovery`]).
+    recovery: Recovery,
+}
+
+/// What rebuilds a stateful plugin's state when a trap takes its instance: the state it was
+/// last snapshotted or restored to, and every call that has changed it since. The fresh
+/// instance gets the state, then the calls again, their outputs dropped (the first time's
+/// were kept); a plugin sees no clock or randomness, so it ends where the lost one was before
+/// the batch that trapped. Without this a trap in `sessionize` lost every open session, and
+/// one in `kpis` every open day's counts.
+#[derive(Default)]
+struct Recovery {
+    /// `None`: the state `init` gave.
+    state: Option<Vec<u8>>,
+    calls: Vec<Replayed>,
+    /// Of the batches in `calls`: past `limits.replay_mb`, the instance is snapshotted.
+    bytes: usize,
+}
+
+enum Replayed {
+    Process(std::sync::Arc<Vec<u8>>),
+    Watermark(i64),
+}
+
+impl Recovery {
+    fn from(state: Vec<u8>) -> Self {
+        Recovery {
+            state: Some(state),
+            calls: vec![],
+            bytes: 0,
+        }
+    }
+}
+
+/// How a call into the guest failed.
+enum Failed {
+    /// The plugin returned an error: the instance is fine.
+    Returned(String),
+    /// A trap (panic, limit, bad code): the instance is poisoned.
+    Trapped(String),
 }
 
 impl PluginInstance {
@@ -354,6 +394,7 @@ impl PluginInstance {
                 stateful: false,
             },
             last_fuel: 0,
+            recovery: Recovery::default(),
         };
         instance.arm();
         let result = instance
@@ -441,69 +482,183 @@ impl PluginInstance {
         }
     }
 
-    /// Calls into the guest; a trap poisons the instance, so it is replaced by a fresh one
-    /// (same module, limits and config) before the error is returned.
-    fn call<T>(
+    /// One call into the guest, with a fresh budget.
+    fn invoke<T>(
         &mut self,
-        call: &'static str,
         f: impl FnOnce(&PluginWorld, &mut Store<StoreState>) -> wasmtime::Result<Result<T, String>>,
-    ) -> Result<T, RuntimeError> {
+    ) -> Result<T, Failed> {
         self.arm();
         let result = f(&self.world, &mut self.store);
         self.last_fuel = self
             .limits
             .fuel
             .saturating_sub(self.store.get_fuel().unwrap_or(0));
-        let plugin = self.info.name.clone();
         match result {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(reason)) => Err(RuntimeError::Call {
-                plugin,
-                call,
-                reason,
-            }),
-            Err(trap) => {
-                let reason = self.describe(&trap);
-                self.recreate()?;
-                Err(RuntimeError::Call {
-                    plugin,
-                    call,
-                    reason,
-                })
+            Ok(Err(reason)) => Err(Failed::Returned(reason)),
+            Err(trap) => Err(Failed::Trapped(self.describe(&trap))),
+        }
+    }
+
+    /// Calls into the guest; a trap poisons the instance, so it is replaced by a fresh one
+    /// (same module, limits and config, and a stateful plugin's state) before the error is
+    /// returned.
+    fn call<T>(
+        &mut self,
+        call: &'static str,
+        f: impl FnOnce(&PluginWorld, &mut Store<StoreState>) -> wasmtime::Result<Result<T, String>>,
+    ) -> Result<T, RuntimeError> {
+        self.call_and_tell(call, f).map_err(|(error, _)| error)
+    }
+
+    /// [`Self::call`], and on an error whether the call trapped.
+    fn call_and_tell<T>(
+        &mut self,
+        call: &'static str,
+        f: impl FnOnce(&PluginWorld, &mut Store<StoreState>) -> wasmtime::Result<Result<T, String>>,
+    ) -> Result<T, (RuntimeError, bool)> {
+        let failed = |plugin: &PluginInfo, reason| RuntimeError::Call {
+            plugin: plugin.name.clone(),
+            call,
+            reason,
+        };
+        match self.invoke(f) {
+            Ok(value) => Ok(value),
+            Err(Failed::Returned(reason)) => Err((failed(&self.info, reason), false)),
+            Err(Failed::Trapped(reason)) => {
+                let error = failed(&self.info, reason);
+                self.recreate().map_err(|e| (e, true))?;
+                Err((error, true))
             }
         }
     }
 
+    /// Calls `f` like [`Self::call`] and keeps `replayed` for [`Recovery`] unless it trapped.
+    fn call_remembered<T>(
+        &mut self,
+        call: &'static str,
+        replayed: Replayed,
+        f: impl FnOnce(&PluginWorld, &mut Store<StoreState>) -> wasmtime::Result<Result<T, String>>,
+    ) -> Result<T, RuntimeError> {
+        match self.call_and_tell(call, f) {
+            Err((error, true)) => Err(error),
+            result => {
+                self.remember(replayed);
+                result.map_err(|(error, _)| error)
+            }
+        }
+    }
+
+    /// A fresh instance in place of a trapped one, with the state the trapped one had before
+    /// the call that trapped, rebuilt from [`Recovery`]. If the rebuild fails too, the fresh
+    /// instance starts from `init`'s state, and the loss is logged.
     fn recreate(&mut self) -> Result<(), RuntimeError> {
+        let recovery = std::mem::take(&mut self.recovery);
         let fresh = PluginInstance::new(&self.module, self.limits.clone(), &self.config_json)?;
         *self = fresh;
+        if !self.info.stateful || self.limits.replay_mb == 0 {
+            return Ok(());
+        }
+        match self.replay(&recovery) {
+            Ok(()) => {
+                tracing::info!(plugin = %self.info.name, calls = recovery.calls.len(), "state rebuilt after a trap");
+                self.recovery = recovery;
+            }
+            Err(reason) => {
+                tracing::error!(plugin = %self.info.name, %reason, "could not rebuild the state of a trapped instance: it starts again from its initial state");
+                *self = PluginInstance::new(&self.module, self.limits.clone(), &self.config_json)?;
+            }
+        }
         Ok(())
     }
 
-    pub fn process(&mut self, ipc_batch: &[u8]) -> Result<Vec<WitOutput>, RuntimeError> {
-        self.call("process", |world, store| {
-            world.sluice_plugin_guest().call_process(store, ipc_batch)
+    /// Restores `recovery`'s state and makes its calls again, outputs dropped.
+    fn replay(&mut self, recovery: &Recovery) -> Result<(), String> {
+        let failed = |failed| match failed {
+            Failed::Returned(reason) | Failed::Trapped(reason) => reason,
+        };
+        if let Some(state) = &recovery.state {
+            self.invoke(|world, store| world.sluice_plugin_guest().call_restore(store, state))
+                .map_err(failed)?;
+        }
+        for call in &recovery.calls {
+            // A call that returned an error the first time returns it again: what it did to
+            // the state before is what counts.
+            let result = match call {
+                Replayed::Process(batch) => self
+                    .invoke(|world, store| world.sluice_plugin_guest().call_process(store, batch)),
+                Replayed::Watermark(time) => self.invoke(|world, store| {
+                    world.sluice_plugin_guest().call_on_watermark(store, *time)
+                }),
+            };
+            if let Err(Failed::Trapped(reason)) = result {
+                return Err(reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps a call that did not trap for [`Recovery`]; past `limits.replay_mb` of batches,
+    /// a snapshot replaces them.
+    fn remember(&mut self, call: Replayed) {
+        if !self.info.stateful || self.limits.replay_mb == 0 {
+            return;
+        }
+        if let Replayed::Process(batch) = &call {
+            self.recovery.bytes += batch.len();
+        }
+        self.recovery.calls.push(call);
+        if self.recovery.bytes as u64 > self.limits.replay_mb << 20 {
+            // `last_fuel` reports the call, not this snapshot.
+            let fuel = self.last_fuel;
+            if let Err(error) = self.snapshot() {
+                tracing::warn!(plugin = %self.info.name, %error, "snapshot for trap recovery failed");
+            }
+            self.last_fuel = fuel;
+        }
+    }
+
+    /// Runs one batch (Arrow IPC) through the plugin. A stateful plugin's batch is kept for
+    /// [`Recovery`], hence owned.
+    pub fn process(&mut self, ipc_batch: Vec<u8>) -> Result<Vec<WitOutput>, RuntimeError> {
+        // Shared: the call reads the bytes, and a stateful plugin's recovery keeps them.
+        let batch = std::sync::Arc::new(ipc_batch);
+        let bytes = batch.clone();
+        self.call_remembered("process", Replayed::Process(batch), |world, store| {
+            world.sluice_plugin_guest().call_process(store, &bytes)
         })
     }
 
     pub fn on_watermark(&mut self, event_time_ms: i64) -> Result<Vec<WitOutput>, RuntimeError> {
-        self.call("on-watermark", |world, store| {
-            world
-                .sluice_plugin_guest()
-                .call_on_watermark(store, event_time_ms)
-        })
+        self.call_remembered(
+            "on-watermark",
+            Replayed::Watermark(event_time_ms),
+            |world, store| {
+                world
+                    .sluice_plugin_guest()
+                    .call_on_watermark(store, event_time_ms)
+            },
+        )
     }
 
     pub fn snapshot(&mut self) -> Result<Vec<u8>, RuntimeError> {
-        self.call("snapshot", |world, store| {
+        let state = self.call("snapshot", |world, store| {
             world.sluice_plugin_guest().call_snapshot(store)
-        })
+        })?;
+        if self.info.stateful && self.limits.replay_mb > 0 {
+            self.recovery = Recovery::from(state.clone());
+        }
+        Ok(state)
     }
 
     pub fn restore(&mut self, state: &[u8]) -> Result<(), RuntimeError> {
         self.call("restore", |world, store| {
             world.sluice_plugin_guest().call_restore(store, state)
-        })
+        })?;
+        if self.info.stateful && self.limits.replay_mb > 0 {
+            self.recovery = Recovery::from(state.to_vec());
+        }
+        Ok(())
     }
 }
 
@@ -535,4 +690,58 @@ fn instantiate(
         .instantiate(&mut store)
         .map_err(|e| format!("{e:#}"))?;
     Ok((store, world))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn offsets(first: i64, rows: i64) -> Vec<u8> {
+        let schema = Schema::new(vec![Field::new("_offset", DataType::Int64, false)]);
+        let batch = RecordBatch::try_new(
+            std::sync::Arc::new(schema),
+            vec![std::sync::Arc::new(Int64Array::from_iter_values(
+                first..first + rows,
+            ))],
+        )
+        .unwrap();
+        sluice_sdk::ipc::encode(&batch).unwrap()
+    }
+
+    #[test]
+    fn a_stateful_instance_keeps_at_most_its_replay_budget_of_input() {
+        let module = PluginModule::load(&crate::testing::plugin_path("faulty")).unwrap();
+        let config = r#"{"mode": "panic", "trigger_offset": -1, "stateful": true}"#;
+        let limits = Limits::default();
+        let mut instance = PluginInstance::new(&module, limits.clone(), config).unwrap();
+        let rows = (limits.replay_mb << 20) as i64 / 8 / 2;
+        instance.process(offsets(0, rows)).unwrap();
+        assert_eq!(instance.recovery.calls.len(), 1);
+        assert!(instance.recovery.state.is_none());
+        instance.on_watermark(0).unwrap();
+        instance.process(offsets(rows, rows)).unwrap();
+        // Past the budget: a snapshot instead of the batches.
+        assert!(instance.recovery.calls.is_empty());
+        let seen = (rows * 2).to_string();
+        assert_eq!(instance.recovery.state.as_deref(), Some(seen.as_bytes()));
+
+        let stateless = r#"{"mode": "panic", "trigger_offset": -1}"#;
+        let mut instance = PluginInstance::new(&module, Limits::default(), stateless).unwrap();
+        instance.process(offsets(0, 10)).unwrap();
+        assert!(
+            instance.recovery.calls.is_empty(),
+            "nothing kept for a stateless plugin"
+        );
+
+        let off = Limits {
+            replay_mb: 0,
+            ..Limits::default()
+        };
+        let mut instance = PluginInstance::new(&module, off, config).unwrap();
+        instance.process(offsets(0, 10)).unwrap();
+        instance.snapshot().unwrap();
+        assert!(instance.recovery.calls.is_empty() && instance.recovery.state.is_none());
+    }
 }

@@ -2,18 +2,25 @@
 //! does what `mode` says: `panic`, `loop` (forever), `alloc` (without bound), `error`, or
 //! `escape` (tries to read a host file, open a socket and read the clock, and reports what
 //! it got as its error).
+//!
+//! With `stateful: true` it counts the rows it has processed, checkpoints the count, and adds
+//! it to each batch it passes on as `rows_before` (the rows processed before that batch).
 use serde::Deserialize;
 use sluice_sdk::prelude::*;
+use std::sync::Arc;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FaultyConfig {
     mode: String,
     trigger_offset: i64,
+    #[serde(default)]
+    stateful: bool,
 }
 
 pub struct Faulty {
     config: FaultyConfig,
+    rows_seen: i64,
 }
 
 impl Plugin for Faulty {
@@ -25,7 +32,23 @@ impl Plugin for Faulty {
                 config.mode
             )));
         }
-        Ok(Faulty { config })
+        Ok(Faulty {
+            config,
+            rows_seen: 0,
+        })
+    }
+
+    fn stateful(&self) -> bool {
+        self.config.stateful
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, PluginError> {
+        sluice_sdk::state::encode(&self.rows_seen)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), PluginError> {
+        self.rows_seen = sluice_sdk::state::decode(state)?;
+        Ok(())
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Outputs) -> Result<(), PluginError> {
@@ -70,7 +93,20 @@ impl Plugin for Faulty {
                 _ => return Err(PluginError::other("faulty plugin refuses this batch")),
             }
         }
-        out.out(batch);
+        if !self.config.stateful {
+            out.out(batch);
+            return Ok(());
+        }
+        let rows = batch.num_rows();
+        let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new("rows_before", DataType::Int64, false)));
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(Int64Array::from(vec![self.rows_seen; rows])));
+        self.rows_seen += rows as i64;
+        out.out(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?);
         Ok(())
     }
 }
