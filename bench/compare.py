@@ -35,6 +35,11 @@ JOBS = ["clean", "silver", "gold"]
 LAYERS = {"clean": ["silver"], "silver": ["bronze", "silver"], "gold": ["bronze", "silver"]}
 TOPICS = ["listen_events", "page_view_events", "auth_events", "status_change_events"]
 
+
+def writes_bronze(job):
+    return "bronze" in LAYERS[job]
+
+
 # EventSim's fields per topic, as Sluice's built-in schema declares them (host/src/decode/schema.rs).
 LOCATION = [("city", "string"), ("zip", "string"), ("state", "string"), ("userAgent", "string"),
             ("lon", "double"), ("lat", "double")]
@@ -68,7 +73,7 @@ def run_duckdb(input_dir, out, job):
                   "boolean": "BOOLEAN"}
     con = duckdb.connect()
     con.sql("SET threads = 2")
-    bronze = "bronze" in LAYERS[job]
+    bronze = writes_bronze(job)
     # Read once into a table when two layers come from it; a view streams it into one.
     relation = "TABLE" if bronze else "VIEW"
     for layer in LAYERS[job]:
@@ -134,7 +139,7 @@ def run_spark(input_dir, out, job):
         schema = T.StructType([T.StructField(n, spark_types[t], True) for n, t in fields])
         raw = spark.read.schema(schema).json(f"{input_dir}/{topic}.jsonl")
         date = F.to_date(F.timestamp_millis(F.col("ts")))
-        if "bronze" in LAYERS[job]:
+        if writes_bronze(job):
             raw.withColumn("date", date).write.partitionBy("date").parquet(f"{out}/bronze/{topic}")
         names = [n for n, _ in fields]
         ok = F.col("ts").isNotNull() & F.col("ts").between(MIN_TS, MAX_TS)
@@ -307,7 +312,7 @@ def append_csv(path, rows):
 def sluice_pipeline(job, input_dir, out, plugins):
     """The pipeline YAML of `job` for Sluice."""
     text = SLUICE_PIPELINE + (SLUICE_GOLD if job == "gold" else "")
-    bronze = "bronze: {partition_by: [date]}\n" if "bronze" in LAYERS[job] else ""
+    bronze = "bronze: {partition_by: [date]}\n" if writes_bronze(job) else ""
     return text.format(input=input_dir, out=out, plugins=plugins, zstd_level=ZSTD_LEVEL, bronze=bronze)
 
 
