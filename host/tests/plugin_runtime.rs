@@ -205,6 +205,7 @@ fn a_stateful_plugin_that_traps_goes_on_from_the_state_it_had_before_the_batch()
         let config = format!(r#"{{"mode": "{mode}", "trigger_offset": 25, "stateful": true}}"#);
         let limits = Limits {
             fuel: 100_000_000,
+            replay_mb: 16,
             ..Limits::default()
         };
         let mut stage = load_plugin("faulty", &config, limits).unwrap();

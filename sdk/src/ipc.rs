@@ -29,12 +29,19 @@ const OWN_COLUMN: &str = "*";
 
 /// Encodes one batch as an Arrow IPC stream (schema, batch, end marker).
 pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
-    let mut buffer = Vec::with_capacity(batch.get_array_memory_size() + 1024);
-    let mut writer = StreamWriter::try_new(&mut buffer, &batch.schema())?;
-    writer.write(batch)?;
-    writer.finish()?;
-    drop(writer);
+    let mut buffer = Vec::new();
+    encode_into(batch, &mut buffer)?;
     Ok(buffer)
+}
+
+/// [`encode`] into `buffer`, replacing what it held: a buffer used before is written again
+/// without allocating.
+pub fn encode_into(batch: &RecordBatch, buffer: &mut Vec<u8>) -> Result<(), ArrowError> {
+    buffer.clear();
+    buffer.reserve(batch.get_array_memory_size() + 1024);
+    let mut writer = StreamWriter::try_new(&mut *buffer, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()
 }
 
 /// Decodes an IPC stream that holds exactly one batch (or none: an empty batch of its

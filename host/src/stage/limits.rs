@@ -12,9 +12,10 @@ pub struct Limits {
     /// Wall-clock time one call may take.
     #[serde(with = "humantime_ms", rename = "timeout_ms")]
     pub timeout: Duration,
-    /// Input a stateful plugin's instance keeps, at most, to rebuild its state after a trap,
-    /// in MiB; past it the instance is snapshotted. 0: none is kept, and a trap loses the
-    /// state.
+    /// Input a stateful plugin's instance keeps to rebuild its state after a trap, in MiB (or
+    /// four times its last snapshot if that is more); past it the instance is snapshotted.
+    /// 0, the default: none is kept, and a trap loses the state. It costs CPU and memory
+    /// (`docs/plugins.md`), as Flink's checkpointing, also off by default, does.
     pub replay_mb: u64,
 }
 
@@ -24,7 +25,7 @@ impl Default for Limits {
             memory_mb: 512,
             fuel: 20_000_000_000,
             timeout: Duration::from_secs(30),
-            replay_mb: 16,
+            replay_mb: 0,
         }
     }
 }

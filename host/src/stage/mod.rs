@@ -181,8 +181,9 @@ impl WasmStage {
                 "input column `{missing}` is missing from the batch"
             )));
         }
-        let bytes =
-            ipc::encode(batch).map_err(|e| self.error(format!("cannot encode batch: {e}")))?;
+        let mut bytes = self.instance.batch_buffer();
+        ipc::encode_into(batch, &mut bytes)
+            .map_err(|e| self.error(format!("cannot encode batch: {e}")))?;
         let outputs = self
             .instance
             .process(bytes)

@@ -329,6 +329,11 @@ pub struct PluginInstance {
     last_fuel: u64,
     /// A stateful plugin's way back after a trap (see [`Recovery`]).
     recovery: Recovery,
+    /// Batch buffers to encode the next batches into: those [`Recovery`] let go of, and the
+    /// last one of a stateless plugin. Kept batches are memory the allocator cannot reuse, and
+    /// fresh memory costs a page fault per 4 KiB (the gold benchmark's faults went from 114K to
+    /// 183K when `kpis` and `sessionize` kept theirs and gave them back to the allocator).
+    spare: Vec<Vec<u8>>,
 }
 
 /// What rebuilds a stateful plugin's state when a trap takes its instance: the state it was
@@ -342,12 +347,13 @@ struct Recovery {
     /// `None`: the state `init` gave.
     state: Option<Vec<u8>>,
     calls: Vec<Replayed>,
-    /// Of the batches in `calls`: past `limits.replay_mb`, the instance is snapshotted.
+    /// Of the batches in `calls`: past [`PluginInstance::replay_budget`], the instance is
+    /// snapshotted.
     bytes: usize,
 }
 
 enum Replayed {
-    Process(std::sync::Arc<Vec<u8>>),
+    Process(Vec<u8>),
     Watermark(i64),
 }
 
@@ -360,6 +366,9 @@ impl Recovery {
         }
     }
 }
+
+/// See [`PluginInstance::replay_budget`].
+const STATE_MULTIPLE: usize = 4;
 
 /// How a call into the guest failed.
 enum Failed {
@@ -395,6 +404,7 @@ impl PluginInstance {
             },
             last_fuel: 0,
             recovery: Recovery::default(),
+            spare: vec![],
         };
         instance.arm();
         let result = instance
@@ -533,19 +543,48 @@ impl PluginInstance {
         }
     }
 
-    /// Calls `f` like [`Self::call`] and keeps `replayed` for [`Recovery`] unless it trapped.
-    fn call_remembered<T>(
+    /// Keeps `replayed` for [`Recovery`] unless its call trapped.
+    fn remembered<T>(
         &mut self,
-        call: &'static str,
+        result: Result<T, (RuntimeError, bool)>,
         replayed: Replayed,
-        f: impl FnOnce(&PluginWorld, &mut Store<StoreState>) -> wasmtime::Result<Result<T, String>>,
     ) -> Result<T, RuntimeError> {
-        match self.call_and_tell(call, f) {
-            Err((error, true)) => Err(error),
+        match result {
+            Err((error, true)) => {
+                self.recycle(replayed);
+                Err(error)
+            }
             result => {
                 self.remember(replayed);
                 result.map_err(|(error, _)| error)
             }
+        }
+    }
+
+    /// A buffer to encode the next batch into ([`Self::spare`]).
+    pub fn batch_buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    /// Keeps a call's batch buffer for the next batches, as long as the spare buffers stay
+    /// within the replay budget (one buffer at least): with the kept calls, a stateful
+    /// instance then holds about the budget plus a batch.
+    fn recycle(&mut self, replayed: Replayed) {
+        let Replayed::Process(buffer) = replayed else {
+            return;
+        };
+        let held: usize = self.spare.iter().map(Vec::capacity).sum();
+        let room = self.replay_budget().max(buffer.capacity());
+        if held + buffer.capacity() <= room {
+            self.spare.push(buffer);
+        }
+    }
+
+    /// Resets [`Recovery`] to `state`, keeping the buffers of the calls it lets go of.
+    fn recover_from(&mut self, state: Vec<u8>) {
+        let old = std::mem::replace(&mut self.recovery, Recovery::from(state));
+        for call in old.calls {
+            self.recycle(call);
         }
     }
 
@@ -554,9 +593,15 @@ impl PluginInstance {
     /// instance starts from `init`'s state, and the loss is logged.
     fn recreate(&mut self) -> Result<(), RuntimeError> {
         let recovery = std::mem::take(&mut self.recovery);
+        let spare = std::mem::take(&mut self.spare);
         let fresh = PluginInstance::new(&self.module, self.limits.clone(), &self.config_json)?;
         *self = fresh;
-        if !self.info.stateful || self.limits.replay_mb == 0 {
+        self.spare = spare;
+        if !self.info.stateful {
+            return Ok(());
+        }
+        if self.limits.replay_mb == 0 {
+            tracing::error!(plugin = %self.info.name, "a stateful instance trapped and starts again from its initial state: the state it had is lost (`limits.replay_mb` keeps what rebuilds it)");
             return Ok(());
         }
         match self.replay(&recovery) {
@@ -598,17 +643,28 @@ impl PluginInstance {
         Ok(())
     }
 
-    /// Keeps a call that did not trap for [`Recovery`]; past `limits.replay_mb` of batches,
-    /// a snapshot replaces them.
+    /// The batch bytes [`Recovery`] keeps before a snapshot replaces them: `limits.replay_mb`,
+    /// or [`STATE_MULTIPLE`] times the last snapshot if that is more. A snapshot costs about
+    /// what processing its size in input does; with a fixed budget, a state that grows with
+    /// the input made the snapshots' total cost grow with its square (the gold benchmark's
+    /// sessions, open to the end of its input: 5 MB, 27 ms a snapshot, one per 16 MiB).
+    fn replay_budget(&self) -> usize {
+        let state = self.recovery.state.as_ref().map_or(0, Vec::len);
+        ((self.limits.replay_mb << 20) as usize).max(STATE_MULTIPLE * state)
+    }
+
+    /// Keeps a call that did not trap for [`Recovery`]; past [`Self::replay_budget`] of
+    /// batches, a snapshot replaces them.
     fn remember(&mut self, call: Replayed) {
         if !self.info.stateful || self.limits.replay_mb == 0 {
+            self.recycle(call);
             return;
         }
         if let Replayed::Process(batch) = &call {
             self.recovery.bytes += batch.len();
         }
         self.recovery.calls.push(call);
-        if self.recovery.bytes as u64 > self.limits.replay_mb << 20 {
+        if self.recovery.bytes > self.replay_budget() {
             // `last_fuel` reports the call, not this snapshot.
             let fuel = self.last_fuel;
             if let Err(error) = self.snapshot() {
@@ -621,24 +677,19 @@ impl PluginInstance {
     /// Runs one batch (Arrow IPC) through the plugin. A stateful plugin's batch is kept for
     /// [`Recovery`], hence owned.
     pub fn process(&mut self, ipc_batch: Vec<u8>) -> Result<Vec<WitOutput>, RuntimeError> {
-        // Shared: the call reads the bytes, and a stateful plugin's recovery keeps them.
-        let batch = std::sync::Arc::new(ipc_batch);
-        let bytes = batch.clone();
-        self.call_remembered("process", Replayed::Process(batch), |world, store| {
-            world.sluice_plugin_guest().call_process(store, &bytes)
-        })
+        let result = self.call_and_tell("process", |world, store| {
+            world.sluice_plugin_guest().call_process(store, &ipc_batch)
+        });
+        self.remembered(result, Replayed::Process(ipc_batch))
     }
 
     pub fn on_watermark(&mut self, event_time_ms: i64) -> Result<Vec<WitOutput>, RuntimeError> {
-        self.call_remembered(
-            "on-watermark",
-            Replayed::Watermark(event_time_ms),
-            |world, store| {
-                world
-                    .sluice_plugin_guest()
-                    .call_on_watermark(store, event_time_ms)
-            },
-        )
+        let result = self.call_and_tell("on-watermark", |world, store| {
+            world
+                .sluice_plugin_guest()
+                .call_on_watermark(store, event_time_ms)
+        });
+        self.remembered(result, Replayed::Watermark(event_time_ms))
     }
 
     pub fn snapshot(&mut self) -> Result<Vec<u8>, RuntimeError> {
@@ -646,7 +697,7 @@ impl PluginInstance {
             world.sluice_plugin_guest().call_snapshot(store)
         })?;
         if self.info.stateful && self.limits.replay_mb > 0 {
-            self.recovery = Recovery::from(state.clone());
+            self.recover_from(state.clone());
         }
         Ok(state)
     }
@@ -656,7 +707,7 @@ impl PluginInstance {
             world.sluice_plugin_guest().call_restore(store, state)
         })?;
         if self.info.stateful && self.limits.replay_mb > 0 {
-            self.recovery = Recovery::from(state.to_vec());
+            self.recover_from(state.to_vec());
         }
         Ok(())
     }
@@ -714,7 +765,10 @@ mod tests {
     fn a_stateful_instance_keeps_at_most_its_replay_budget_of_input() {
         let module = PluginModule::load(&crate::testing::plugin_path("faulty")).unwrap();
         let config = r#"{"mode": "panic", "trigger_offset": -1, "stateful": true}"#;
-        let limits = Limits::default();
+        let limits = Limits {
+            replay_mb: 16,
+            ..Limits::default()
+        };
         let mut instance = PluginInstance::new(&module, limits.clone(), config).unwrap();
         let rows = (limits.replay_mb << 20) as i64 / 8 / 2;
         instance.process(offsets(0, rows)).unwrap();
@@ -726,20 +780,20 @@ mod tests {
         assert!(instance.recovery.calls.is_empty());
         let seen = (rows * 2).to_string();
         assert_eq!(instance.recovery.state.as_deref(), Some(seen.as_bytes()));
+        // Their buffers are kept for the next batches, within the budget.
+        let spare: usize = instance.spare.iter().map(Vec::capacity).sum();
+        assert!(spare > 0 && spare <= (limits.replay_mb << 20) as usize + 2 * 1024);
+        assert!(instance.batch_buffer().capacity() > 0);
 
         let stateless = r#"{"mode": "panic", "trigger_offset": -1}"#;
-        let mut instance = PluginInstance::new(&module, Limits::default(), stateless).unwrap();
+        let mut instance = PluginInstance::new(&module, limits.clone(), stateless).unwrap();
         instance.process(offsets(0, 10)).unwrap();
         assert!(
             instance.recovery.calls.is_empty(),
             "nothing kept for a stateless plugin"
         );
 
-        let off = Limits {
-            replay_mb: 0,
-            ..Limits::default()
-        };
-        let mut instance = PluginInstance::new(&module, off, config).unwrap();
+        let mut instance = PluginInstance::new(&module, Limits::default(), config).unwrap();
         instance.process(offsets(0, 10)).unwrap();
         instance.snapshot().unwrap();
         assert!(instance.recovery.calls.is_empty() && instance.recovery.state.is_none());
