@@ -96,10 +96,7 @@ impl Rewrite {
             self.commit_to_delta_tables(storage).await?;
         }
         for path in &self.remove {
-            match storage.delete(path).await {
-                Ok(()) | Err(LakeError::Store(object_store::Error::NotFound { .. })) => {}
-                Err(e) => return Err(e),
-            }
+            storage.delete_if_present(path).await?;
         }
         storage
             .sync_removals(self.remove.iter().map(String::as_str))

@@ -322,10 +322,7 @@ impl Storage {
             let file = sibling.rsplit('/').next().unwrap_or(&sibling);
             if file.starts_with(&prefix) {
                 tracing::info!(lake = %self.location, path = %sibling, "removing what an interrupted write left");
-                match self.delete(&sibling).await {
-                    Ok(()) | Err(LakeError::Store(object_store::Error::NotFound { .. })) => {}
-                    Err(e) => return Err(e),
-                }
+                self.delete_if_present(&sibling).await?;
             }
         }
         Ok(())
@@ -385,7 +382,7 @@ impl Storage {
         let Some(root) = &self.local_root else {
             return Ok(());
         };
-        let folders: std::collections::BTreeSet<&str> = paths
+        let folders: BTreeSet<&str> = paths
             .into_iter()
             .filter_map(|path| {
                 std::path::Path::new(path)
@@ -430,6 +427,15 @@ impl Storage {
             .await
     }
 
+    /// [`Self::delete`], where a file already gone is no error: a deletion retried, replayed
+    /// after a crash, or raced by another cleaner.
+    pub async fn delete_if_present(&self, path: &str) -> Result<(), LakeError> {
+        match self.delete(path).await {
+            Ok(()) | Err(LakeError::Store(object_store::Error::NotFound { .. })) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Every object under `prefix`, recursively.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, LakeError> {
         let location = StorePath::from(prefix);
@@ -459,10 +465,7 @@ impl Storage {
     /// Deletes every object under `prefix` and, in a local lake, the folders left empty.
     pub async fn clear(&self, prefix: &str) -> Result<(), LakeError> {
         for path in self.list(prefix).await? {
-            match self.delete(&path).await {
-                Ok(()) | Err(LakeError::Store(object_store::Error::NotFound { .. })) => {}
-                Err(e) => return Err(e),
-            }
+            self.delete_if_present(&path).await?;
         }
         self.prune_empty_folders(prefix);
         Ok(())
@@ -848,12 +851,7 @@ impl LakeWriter {
             return Ok(());
         }
         futures::stream::iter(stale)
-            .map(|path| async move {
-                match self.store.delete(path).await {
-                    Ok(()) | Err(LakeError::Store(object_store::Error::NotFound { .. })) => Ok(()),
-                    Err(e) => Err(e),
-                }
-            })
+            .map(|path| self.store.delete_if_present(path))
             .buffer_unordered(PARALLEL_FILES)
             .try_collect::<Vec<()>>()
             .await?;

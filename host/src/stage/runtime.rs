@@ -643,6 +643,11 @@ impl PluginInstance {
         Ok(())
     }
 
+    /// Whether this instance keeps a [`Recovery`]: a stateful plugin with `limits.replay_mb`.
+    fn keeps_recovery(&self) -> bool {
+        self.info.stateful && self.limits.replay_mb > 0
+    }
+
     /// The batch bytes [`Recovery`] keeps before a snapshot replaces them: `limits.replay_mb`,
     /// or [`STATE_MULTIPLE`] times the last snapshot if that is more. A snapshot costs about
     /// what processing its size in input does; with a fixed budget, a state that grows with
@@ -656,7 +661,7 @@ impl PluginInstance {
     /// Keeps a call that did not trap for [`Recovery`]; past [`Self::replay_budget`] of
     /// batches, a snapshot replaces them.
     fn remember(&mut self, call: Replayed) {
-        if !self.info.stateful || self.limits.replay_mb == 0 {
+        if !self.keeps_recovery() {
             self.recycle(call);
             return;
         }
@@ -696,7 +701,7 @@ impl PluginInstance {
         let state = self.call("snapshot", |world, store| {
             world.sluice_plugin_guest().call_snapshot(store)
         })?;
-        if self.info.stateful && self.limits.replay_mb > 0 {
+        if self.keeps_recovery() {
             self.recover_from(state.clone());
         }
         Ok(state)
@@ -706,7 +711,7 @@ impl PluginInstance {
         self.call("restore", |world, store| {
             world.sluice_plugin_guest().call_restore(store, state)
         })?;
-        if self.info.stateful && self.limits.replay_mb > 0 {
+        if self.keeps_recovery() {
             self.recover_from(state.to_vec());
         }
         Ok(())
