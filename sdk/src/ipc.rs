@@ -3,7 +3,7 @@ use crate::outputs::Rows;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow_buffer::Buffer;
 use arrow_ipc::reader::{FileDecoder, StreamDecoder};
-use arrow_ipc::writer::StreamWriter;
+use arrow_ipc::writer::StreamEncoder;
 use arrow_ipc::{Block, Message, MessageHeader};
 use arrow_schema::{ArrowError, DataType, Field, Schema};
 use arrow_select::filter::filter_record_batch;
@@ -37,11 +37,23 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
 /// [`encode`] into `buffer`, replacing what it held: a buffer used before is written again
 /// without allocating.
 pub fn encode_into(batch: &RecordBatch, buffer: &mut Vec<u8>) -> Result<(), ArrowError> {
+    let pieces = encode_pieces(batch)?;
     buffer.clear();
-    buffer.reserve(batch.get_array_memory_size() + 1024);
-    let mut writer = StreamWriter::try_new(&mut *buffer, &batch.schema())?;
-    writer.write(batch)?;
-    writer.finish()
+    buffer.reserve(pieces.iter().map(Buffer::len).sum());
+    for piece in &pieces {
+        buffer.extend_from_slice(piece.as_slice());
+    }
+    Ok(())
+}
+
+/// The IPC stream of [`encode`] as the pieces that make it up in order: headers and padding,
+/// and the batch's own buffers, shared, not copied. Whoever joins them makes the one copy
+/// (the host writes them straight into a plugin's memory).
+pub fn encode_pieces(batch: &RecordBatch) -> Result<Vec<Buffer>, ArrowError> {
+    let mut encoder = StreamEncoder::try_new(&batch.schema())?;
+    let mut pieces = encoder.encode(batch)?;
+    pieces.extend(encoder.finish()?);
+    Ok(pieces)
 }
 
 /// Decodes an IPC stream that holds exactly one batch (or none: an empty batch of its
@@ -354,6 +366,7 @@ mod tests {
     use super::*;
     use arrow_array::types::Int32Type;
     use arrow_array::{DictionaryArray, Int64Array, StringArray};
+    use arrow_ipc::writer::StreamWriter;
     use std::sync::Arc;
 
     fn batch() -> RecordBatch {
@@ -371,6 +384,41 @@ mod tests {
     fn a_batch_survives_the_round_trip() {
         let decoded = decode(encode(&batch()).unwrap()).unwrap();
         assert_eq!(decoded, batch());
+    }
+
+    #[test]
+    fn the_pieces_joined_are_the_stream_arrows_writer_writes() {
+        let with_nulls = RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(Int64Array::from(vec![Some(1), None, Some(3), Some(4)])) as ArrayRef,
+            ),
+            (
+                "name",
+                Arc::new(StringArray::from(vec![
+                    Some("ä"),
+                    Some("b"),
+                    None,
+                    Some(""),
+                ])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        // A slice shares its parent's buffers from an offset: the pieces must cut them.
+        for batch in [batch(), with_nulls.clone(), with_nulls.slice(1, 2)] {
+            let mut written = Vec::new();
+            let mut writer = StreamWriter::try_new(&mut written, &batch.schema()).unwrap();
+            writer.write(&batch).unwrap();
+            writer.finish().unwrap();
+            let joined: Vec<u8> = encode_pieces(&batch)
+                .unwrap()
+                .iter()
+                .flat_map(|piece| piece.as_slice().to_vec())
+                .collect();
+            assert_eq!(joined, written);
+            assert_eq!(encode(&batch).unwrap(), written);
+            assert_eq!(decode(joined).unwrap(), batch);
+        }
     }
 
     #[test]

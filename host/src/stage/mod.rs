@@ -1,5 +1,6 @@
 //! Stages: a plugin running in the sandbox, fed one Arrow batch per call.
 pub mod limits;
+mod pieces;
 pub mod runtime;
 
 use arrow::record_batch::RecordBatch;
@@ -181,12 +182,9 @@ impl WasmStage {
                 "input column `{missing}` is missing from the batch"
             )));
         }
-        let mut bytes = self.instance.batch_buffer();
-        ipc::encode_into(batch, &mut bytes)
-            .map_err(|e| self.error(format!("cannot encode batch: {e}")))?;
         let outputs = self
             .instance
-            .process(bytes)
+            .process(batch)
             .map_err(|e| self.call_error(e))?;
         self.decode_outputs(outputs, Some(batch))
     }

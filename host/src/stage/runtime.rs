@@ -2,12 +2,14 @@
 //! a memory limit, a fuel budget and a wall-clock deadline per call, and WASI with no
 //! filesystem, network, environment or clock.
 use super::limits::Limits;
+use super::pieces::IpcPieces;
+use arrow::record_batch::RecordBatch;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable, TypedFunc};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
@@ -19,6 +21,9 @@ mod bindings {
 
 pub use bindings::exports::sluice::plugin::guest::Output as WitOutput;
 use bindings::{Plugin as PluginWorld, PluginPre};
+
+/// `process`, typed to take the input in pieces ([`IpcPieces`]); the bindings take a slice.
+type ProcessPieces = TypedFunc<(IpcPieces,), (Result<Vec<WitOutput>, String>,)>;
 
 /// The contract this host implements (`sluice:plugin@…` in `sdk/wit/plugin.wit`).
 pub const CONTRACT_VERSION: &str = sluice_sdk::CONTRACT_VERSION;
@@ -324,13 +329,14 @@ pub struct PluginInstance {
     config_json: String,
     store: Store<StoreState>,
     world: PluginWorld,
+    process: ProcessPieces,
     info: PluginInfo,
     /// Fuel the last call used.
     last_fuel: u64,
     /// A stateful plugin's way back after a trap (see [`Recovery`]).
     recovery: Recovery,
-    /// Batch buffers to encode the next batches into: those [`Recovery`] let go of, and the
-    /// last one of a stateless plugin. Kept batches are memory the allocator cannot reuse, and
+    /// Batch buffers to encode the next batches into: those [`Recovery`] let go of (only an
+    /// instance that keeps one encodes batches into buffers of its own). Kept batches are memory the allocator cannot reuse, and
     /// fresh memory costs a page fault per 4 KiB (the gold benchmark's faults went from 114K to
     /// 183K when `kpis` and `sessionize` kept theirs and gave them back to the allocator).
     spare: Vec<Vec<u8>>,
@@ -386,16 +392,18 @@ impl PluginInstance {
         config_json: &str,
     ) -> Result<Self, RuntimeError> {
         let name = module.path.display().to_string();
-        let (store, world) = instantiate(module, &limits).map_err(|e| RuntimeError::Init {
-            plugin: name.clone(),
-            message: e,
-        })?;
+        let (store, world, process) =
+            instantiate(module, &limits).map_err(|e| RuntimeError::Init {
+                plugin: name.clone(),
+                message: e,
+            })?;
         let mut instance = PluginInstance {
             module: module.clone(),
             limits,
             config_json: config_json.to_string(),
             store,
             world,
+            process,
             info: PluginInfo {
                 name,
                 version: String::new(),
@@ -562,7 +570,7 @@ impl PluginInstance {
     }
 
     /// A buffer to encode the next batch into ([`Self::spare`]).
-    pub fn batch_buffer(&mut self) -> Vec<u8> {
+    fn batch_buffer(&mut self) -> Vec<u8> {
         self.spare.pop().unwrap_or_default()
     }
 
@@ -679,13 +687,28 @@ impl PluginInstance {
         }
     }
 
-    /// Runs one batch (Arrow IPC) through the plugin. A stateful plugin's batch is kept for
-    /// [`Recovery`], hence owned.
-    pub fn process(&mut self, ipc_batch: Vec<u8>) -> Result<Vec<WitOutput>, RuntimeError> {
+    /// Runs one batch through the plugin, as Arrow IPC written straight into the guest's
+    /// memory; for an instance that keeps a [`Recovery`], encoded into bytes it keeps first.
+    pub fn process(&mut self, batch: &RecordBatch) -> Result<Vec<WitOutput>, RuntimeError> {
+        let plugin = self.info.name.clone();
+        let not_encoded = |e: arrow::error::ArrowError| RuntimeError::Call {
+            plugin,
+            call: "process",
+            reason: format!("cannot encode batch: {e}"),
+        };
+        if !self.keeps_recovery() {
+            let pieces = IpcPieces(sluice_sdk::ipc::encode_pieces(batch).map_err(not_encoded)?);
+            let process = self.process;
+            return self.call("process", |_, store| {
+                process.call(store, (pieces,)).map(|(result,)| result)
+            });
+        }
+        let mut bytes = self.batch_buffer();
+        sluice_sdk::ipc::encode_into(batch, &mut bytes).map_err(not_encoded)?;
         let result = self.call_and_tell("process", |world, store| {
-            world.sluice_plugin_guest().call_process(store, &ipc_batch)
+            world.sluice_plugin_guest().call_process(store, &bytes)
         });
-        self.remembered(result, Replayed::Process(ipc_batch))
+        self.remembered(result, Replayed::Process(bytes))
     }
 
     pub fn on_watermark(&mut self, event_time_ms: i64) -> Result<Vec<WitOutput>, RuntimeError> {
@@ -721,7 +744,7 @@ impl PluginInstance {
 fn instantiate(
     module: &PluginModule,
     limits: &Limits,
-) -> Result<(Store<StoreState>, PluginWorld), String> {
+) -> Result<(Store<StoreState>, PluginWorld, ProcessPieces), String> {
     let wasi = WasiCtxBuilder::new()
         .wall_clock(FrozenClock)
         .monotonic_clock(FrozenClock)
@@ -741,29 +764,42 @@ fn instantiate(
     store.limiter(|state| &mut state.limits);
     store.set_fuel(limits.fuel).map_err(|e| e.to_string())?;
     store.set_epoch_deadline(u64::MAX / 2);
-    let world = module
+    let instance = module
         .pre
+        .instance_pre()
         .instantiate(&mut store)
         .map_err(|e| format!("{e:#}"))?;
-    Ok((store, world))
+    let world = PluginWorld::new(&mut store, &instance).map_err(|e| format!("{e:#}"))?;
+    // `new` found the interface and checked its functions' types: so will this.
+    let process = instance
+        .get_export_index(
+            &mut store,
+            None,
+            &format!("{GUEST_INTERFACE}@{CONTRACT_VERSION}"),
+        )
+        .and_then(|guest| instance.get_export_index(&mut store, Some(&guest), "process"))
+        .ok_or("the guest interface has no `process`")?;
+    let process = instance
+        .get_typed_func(&mut store, process)
+        .map_err(|e| format!("`process`: {e:#}"))?;
+    Ok((store, world, process))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::array::Int64Array;
     use arrow::datatypes::{DataType, Field, Schema};
 
-    fn offsets(first: i64, rows: i64) -> Vec<u8> {
+    fn offsets(first: i64, rows: i64) -> RecordBatch {
         let schema = Schema::new(vec![Field::new("_offset", DataType::Int64, false)]);
-        let batch = RecordBatch::try_new(
+        RecordBatch::try_new(
             std::sync::Arc::new(schema),
             vec![std::sync::Arc::new(Int64Array::from_iter_values(
                 first..first + rows,
             ))],
         )
-        .unwrap();
-        sluice_sdk::ipc::encode(&batch).unwrap()
+        .unwrap()
     }
 
     #[test]
@@ -776,11 +812,11 @@ mod tests {
         };
         let mut instance = PluginInstance::new(&module, limits.clone(), config).unwrap();
         let rows = (limits.replay_mb << 20) as i64 / 8 / 2;
-        instance.process(offsets(0, rows)).unwrap();
+        instance.process(&offsets(0, rows)).unwrap();
         assert_eq!(instance.recovery.calls.len(), 1);
         assert!(instance.recovery.state.is_none());
         instance.on_watermark(0).unwrap();
-        instance.process(offsets(rows, rows)).unwrap();
+        instance.process(&offsets(rows, rows)).unwrap();
         // Past the budget: a snapshot instead of the batches.
         assert!(instance.recovery.calls.is_empty());
         let seen = (rows * 2).to_string();
@@ -792,14 +828,14 @@ mod tests {
 
         let stateless = r#"{"mode": "panic", "trigger_offset": -1}"#;
         let mut instance = PluginInstance::new(&module, limits.clone(), stateless).unwrap();
-        instance.process(offsets(0, 10)).unwrap();
+        instance.process(&offsets(0, 10)).unwrap();
         assert!(
             instance.recovery.calls.is_empty(),
             "nothing kept for a stateless plugin"
         );
 
         let mut instance = PluginInstance::new(&module, Limits::default(), config).unwrap();
-        instance.process(offsets(0, 10)).unwrap();
+        instance.process(&offsets(0, 10)).unwrap();
         instance.snapshot().unwrap();
         assert!(instance.recovery.calls.is_empty() && instance.recovery.state.is_none());
     }
