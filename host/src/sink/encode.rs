@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-/// Batches waiting per worker before a write blocks: the back pressure of a slow encoder.
-const QUEUED_COMMANDS: usize = 4;
+/// Batches waiting per worker before a write blocks: the back pressure of a slow encoder
+/// (see the pipeline's `QUEUED_BATCHES` for why so few).
+const QUEUED_COMMANDS: usize = 2;
 
 /// The workers, started on the first file.
 pub struct ParquetEncoders {
