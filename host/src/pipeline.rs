@@ -333,6 +333,7 @@ fn run_attached(
     let advances_watermarks = source.advances_watermarks();
     let bounded_lanes = source.lanes();
     let durable = source.durable_positions();
+    let buffers = source.buffer_pool();
     let dead_letter_topic = match config.source.kind() {
         Some(SourceKind::Kafka(kafka)) => match &kafka.dead_letter_topic {
             Some(topic) => Some(DeadLetterTopic::new(kafka, topic)?),
@@ -408,6 +409,9 @@ fn run_attached(
                 run.process(&raw, decoded)?;
                 run.advance_watermarks()?;
                 at_cut = raw.position.is_some();
+                if let Some(buffers) = &buffers {
+                    buffers.give(raw.data);
+                }
             }
             Some(SourceEvent::Assigned { lanes, reply }) => {
                 let checkpoints = run

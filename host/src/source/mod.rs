@@ -13,7 +13,35 @@ pub mod replay;
 use crate::decode::DeadLetter;
 use crate::sink::lake::LaneCheckpoint;
 use std::collections::BTreeMap;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
+
+/// Batch buffers the pipeline hands back once a batch is through, for a source to read the
+/// next batches into. A buffer the allocator gives out fresh costs a page fault per 4 KiB on
+/// first write: the files source's batches were a third of a run's faults.
+#[derive(Clone, Default)]
+pub struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl BufferPool {
+    /// Buffers kept: about the batches in flight between the source and the pipeline.
+    const KEPT: usize = 4;
+
+    /// An empty buffer, with the capacity of one used before when there is one.
+    pub fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .expect("no one panics holding the pool")
+            .pop()
+            .unwrap_or_default()
+    }
+
+    pub fn give(&self, mut buffer: Vec<u8>) {
+        buffer.clear();
+        let mut kept = self.0.lock().expect("no one panics holding the pool");
+        if kept.len() < Self::KEPT {
+            kept.push(buffer);
+        }
+    }
+}
 
 /// Raw records of one topic: newline-terminated bytes with an offset per record.
 #[derive(Debug, Clone, Default)]
@@ -145,5 +173,11 @@ pub trait Source: Send {
     /// input instead, and no row of a later file is late.
     fn advances_watermarks(&self) -> bool {
         true
+    }
+
+    /// Where the pipeline gives back the `data` of batches it is done with, if the source
+    /// reads into buffers from a pool.
+    fn buffer_pool(&self) -> Option<BufferPool> {
+        None
     }
 }
