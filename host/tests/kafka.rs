@@ -61,12 +61,21 @@ impl Broker {
     }
 }
 
-fn pipeline(dir: &Path, broker: &Broker, instance: &str, source_extra: &str) -> PathBuf {
+/// How long a test's host waits, caught up and with nothing arriving, before it exits.
+const IDLE_EXIT_MS: u64 = 4000;
+
+fn pipeline(
+    dir: &Path,
+    broker: &Broker,
+    instance: &str,
+    idle_exit_ms: u64,
+    source_extra: &str,
+) -> PathBuf {
     let path = dir.join(format!("{instance}.yaml"));
     std::fs::write(
         &path,
         format!(
-            "name: streamify\ninstance: {instance}\nsource:\n  kafka:\n    brokers: {}\n    topics: [listen_events, page_view_events, auth_events, status_change_events]\n    group: sluice-test\n    exit_when_idle_ms: 4000\n{source_extra}batch_rows: 4096\nlake:\n  uri: file://{}/lake\n  commit_rows: 40000\n  commit_interval_ms: 1000\nbronze:\n  partition_by: [date]\n",
+            "name: streamify\ninstance: {instance}\nsource:\n  kafka:\n    brokers: {}\n    topics: [listen_events, page_view_events, auth_events, status_change_events]\n    group: sluice-test\n    exit_when_idle_ms: {idle_exit_ms}\n{source_extra}batch_rows: 4096\nlake:\n  uri: file://{}/lake\n  commit_rows: 40000\n  commit_interval_ms: 1000\nbronze:\n  partition_by: [date]\n",
             broker.address(),
             dir.display()
         ),
@@ -128,7 +137,7 @@ fn a_million_events_land_in_bronze_exactly_once() {
     let produced = broker.generate(1_000_000, 1, &[]);
     assert_eq!(produced, 1_000_000);
     let dir = tempfile::tempdir().unwrap();
-    run(&pipeline(dir.path(), &broker, "main", ""));
+    run(&pipeline(dir.path(), &broker, "main", IDLE_EXIT_MS, ""));
     assert_exactly_once(&dir.path().join("lake"), produced);
 }
 
@@ -141,7 +150,7 @@ fn sigkill_mid_stream_and_restart_is_still_exactly_once() {
     let produced = broker.generate(300_000, 2, &[]);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let p = pipeline(dir.path(), &broker, "main", "");
+    let p = pipeline(dir.path(), &broker, "main", IDLE_EXIT_MS, "");
     let mut child = spawn(&p);
     wait_for("two commits", || {
         assert!(child.try_wait().unwrap().is_none(), "finished too early");
@@ -162,13 +171,7 @@ fn two_members_split_the_partitions_and_hand_over_on_stop() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     // Neither member may leave on its own while the other starts, joins or takes over.
-    let member = |name| {
-        let path = pipeline(dir.path(), &broker, name, "");
-        let yaml = std::fs::read_to_string(&path).unwrap();
-        let patient = yaml.replace("exit_when_idle_ms: 4000", "exit_when_idle_ms: 15000");
-        std::fs::write(&path, patient).unwrap();
-        spawn(&path)
-    };
+    let member = |name| spawn(&pipeline(dir.path(), &broker, name, 15_000, ""));
     let files_of = |name: &str| {
         let prefix = format!("part-{name}-");
         common::parquet_files(&lake.join("bronze"))
@@ -217,14 +220,7 @@ fn the_host_waits_out_a_broker_outage_and_loses_nothing() {
     let mut produced = broker.generate(100_000, 4, &[]);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let p = pipeline(dir.path(), &broker, "main", "");
-    std::fs::write(
-        &p,
-        std::fs::read_to_string(&p)
-            .unwrap()
-            .replace("exit_when_idle_ms: 4000", "exit_when_idle_ms: 30000"),
-    )
-    .unwrap();
+    let p = pipeline(dir.path(), &broker, "main", 30_000, "");
     let mut child = spawn(&p);
     wait_for("a commit", || commits(&lake, "main") >= 1);
     broker.script("stop");
@@ -298,7 +294,7 @@ fn undecodable_json_and_avro_go_to_the_dead_letter_topic_with_headers() {
         &[b"{\"ts\": 17", b"not json at all"],
     );
     let dir = tempfile::tempdir().unwrap();
-    run(&pipeline(dir.path(), &broker, "main", dlq));
+    run(&pipeline(dir.path(), &broker, "main", IDLE_EXIT_MS, dlq));
     let bronze = read_layer(&dir.path().join("lake"), "bronze");
     assert_eq!(common::rows(&bronze) as u64, produced);
     let letters = dead_letters(&broker, "eventsim-dlq", 2);
@@ -343,7 +339,7 @@ fn undecodable_json_and_avro_go_to_the_dead_letter_topic_with_headers() {
     })
     .collect();
     let avro = format!("    format: avro\n    avro_schemas:\n{schemas}{dlq}");
-    run(&pipeline(dir.path(), &broker, "main", &avro));
+    run(&pipeline(dir.path(), &broker, "main", IDLE_EXIT_MS, &avro));
     let bronze = read_layer(&dir.path().join("lake"), "bronze");
     assert_eq!(
         common::rows(&bronze) as u64,
@@ -444,7 +440,7 @@ fn group_offsets_wait_until_clickhouse_has_the_rows() {
     let produced = broker.generate(200_000, 9, &[]);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let p = pipeline(dir.path(), &broker, "main", "");
+    let p = pipeline(dir.path(), &broker, "main", IDLE_EXIT_MS, "");
     // Bronze into ClickHouse: every epoch has rows to load.
     let mut yaml = std::fs::read_to_string(&p).unwrap();
     yaml.push_str(&format!(
